@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         description="true: `healthflow stack up` runs a local PostgreSQL; false: use the server at pg_host.",
     )
     pg_host: str = Field("127.0.0.1", description="PostgreSQL host.")
-    pg_port: int = Field(55432, description="PostgreSQL port.")
+    # The default ports lie below Linux's ephemeral range (32768-60999), so an outgoing connection can never
+    # hold one of them when the service starts.
+    pg_port: int = Field(25432, description="PostgreSQL port.")
     pg_user: str = Field("healthflow", description="PostgreSQL role used by every stage.")
     pg_password: SecretStr | None = Field(None, description="Password of pg_user. Secret; required in prod.")
     pg_database: str = Field(
@@ -81,7 +83,7 @@ class Settings(BaseSettings):
     kafka_managed: bool = Field(
         True, description="true: `healthflow stack up` runs a local Kafka broker; false: use kafka_bootstrap_servers."
     )
-    kafka_bootstrap_servers: str = Field("127.0.0.1:59092", description="Kafka bootstrap servers, comma-separated.")
+    kafka_bootstrap_servers: str = Field("127.0.0.1:29092", description="Kafka bootstrap servers, comma-separated.")
     kafka_version: str = Field(
         "4.1.1", description="Apache Kafka version fetched from Maven Central for the local broker."
     )
@@ -99,7 +101,7 @@ class Settings(BaseSettings):
         True,
         description="true: `healthflow stack up` runs a local MLflow tracking server; false: use mlflow_tracking_uri.",
     )
-    mlflow_tracking_uri: str = Field("http://127.0.0.1:55000", description="MLflow tracking server URI.")
+    mlflow_tracking_uri: str = Field("http://127.0.0.1:25000", description="MLflow tracking server URI.")
 
     # --- Training ---
     train_random_seed: int = Field(
@@ -203,11 +205,17 @@ class Settings(BaseSettings):
         0.1,
         gt=0,
         le=1,
-        description="Largest between-group difference of selection rate, TPR, FPR or FNR (0..1) before a fairness alert.",
+        description="Largest between-group difference of selection rate, TPR, FPR or FNR (0..1) "
+        "before a fairness alert.",
     )
     monitor_fairness_attributes: list[str] = Field(
         ["sex", "race", "ethnicity", "age_band"],
         description="Audit attributes the monitoring fairness audit groups by.",
+    )
+    monitor_fairness_alert_attributes: list[str] = Field(
+        ["sex", "race", "ethnicity"],
+        description="Audit attributes whose gaps raise fairness alerts; age band is audited and shown but raises "
+        "none by default, because readmission risk truly rises with age.",
     )
     monitor_min_group_size: int = Field(
         30, ge=1, description="Groups with fewer rows in the window are reported as too small and left out of the gaps."
@@ -216,7 +224,8 @@ class Settings(BaseSettings):
         0.2,
         ge=0,
         le=1,
-        description="Largest rise of a feature's missing share (0..1) over the reference before a data quality check fails.",
+        description="Largest rise of a feature's missing share (0..1) over the reference "
+        "before a data quality check fails.",
     )
     monitor_min_window_rows: int = Field(
         30, ge=1, description="Fewest predictions a window needs before drift and fairness are computed."
@@ -275,9 +284,6 @@ class Settings(BaseSettings):
     serve_model_alias: str = Field("champion", description="Registry alias the API serves.")
     serve_model_poll_seconds: float = Field(
         30.0, gt=0, description="How often the API checks whether the alias moved to a new version, in seconds."
-    )
-    serve_feast_repo_path: Path = Field(
-        Path("feature_repo"), description="Feast repository the API reads online features from."
     )
     serve_batch_max_patients: int = Field(100, ge=1, le=10000, description="Most patients one batch request may score.")
     serve_missing_features: Literal["flag", "reject"] = Field(

@@ -94,7 +94,7 @@ def fetch_jars(settings: Settings) -> Path:
     )
     logger.info("fetching Apache Kafka %s jars with Maven into %s", settings.kafka_version, libs)
     subprocess.run(
-        ["mvn", "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
+        ["mvn", "-q", "-B", "-Dstyle.color=never", "dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
         cwd=cache,
         check=True,
         stdin=subprocess.DEVNULL,

@@ -56,7 +56,7 @@ def start(settings: Settings) -> None:
             env=env,
         )
     wait_until(
-        lambda: is_healthy(settings), what="MLflow tracking server", timeout_seconds=180, log_file=log_file(settings)
+        lambda: is_healthy(settings), what="MLflow tracking server", timeout_seconds=300, log_file=log_file(settings)
     )
 
 

