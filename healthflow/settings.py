@@ -196,10 +196,11 @@ class Settings(BaseSettings):
         7.0, gt=0, description="Default window of `healthflow monitor run`: the last this many days of predictions."
     )
     monitor_drift_share_limit: float = Field(
-        0.3,
+        0.05,
         gt=0,
         le=1,
-        description="Largest share of drifted feature columns (0..1) before a drift alert is raised.",
+        description="Largest share of drifted model input columns (0..1) before a drift alert is raised; "
+        "0.05 alerts when more than 1 input in 20 drifts.",
     )
     monitor_fairness_gap_limit: float = Field(
         0.1,
