@@ -1,0 +1,294 @@
+"""Benchmark the ScoreAPI: latency and throughput over HTTP against the in-process model time.
+
+Usage: ``uv run python bench/serve_bench.py OUTPUT.json [--rates 50 200] [--duration 30]``
+
+Needs the local stack (``healthflow stack up``). It creates its own database, Feast repository and
+mechanics-only model (bench/serve_setup.py), starts ``healthflow serve`` on a free loopback port, then:
+
+- single scores sent one at a time (closed loop), for the service time without queueing;
+- single scores (``POST /v1/score``, SHAP included) sent at a steady rate from a second process: requests
+  leave on a fixed schedule whether or not earlier ones have returned (open loop);
+- batches of 100 patients (``POST /v1/score/batch``) sent one after another;
+- the same model's in-process predict + SHAP time for 1 and 100 rows, and the ratio HTTP p50 / in-process p50;
+- the resident memory (RSS) of the server's process tree after the runs.
+
+Latency is measured from the moment a request is sent to the moment its response is read, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+BATCH_SIZE = 100
+# Concurrent senders of the open-loop load; more than the server can serve at once, so the schedule holds.
+SENDER_THREADS = 32
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    if not samples_ms:
+        return {"count": 0}
+    values = np.asarray(samples_ms)
+    return {
+        "count": int(values.size),
+        "p50_ms": round(float(np.percentile(values, 50)), 3),
+        "p90_ms": round(float(np.percentile(values, 90)), 3),
+        "p99_ms": round(float(np.percentile(values, 99)), 3),
+        "max_ms": round(float(values.max()), 3),
+        "mean_ms": round(float(values.mean()), 3),
+    }
+
+
+def _open_loop(url: str, token: str, bodies: list[dict[str, Any]], rate: float, duration: float) -> dict[str, Any]:
+    """Send ``rate`` requests per second for ``duration`` s on a fixed schedule, from a pool of sender threads.
+
+    A request's latency runs from its send to its response; ``send_lag`` is how late it left against the
+    schedule, which grows when every sender is waiting on the server.
+    """
+    import queue
+    import threading
+
+    import httpx
+
+    total = int(rate * duration)
+    schedule: queue.Queue = queue.Queue()
+    latencies: list[float] = []
+    send_lag: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def sender() -> None:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+            while True:
+                item = schedule.get()
+                if item is None:
+                    return
+                body, scheduled = item
+                sent = time.perf_counter()
+                outcome = None
+                try:
+                    response = client.post("/v1/score", json=body)
+                    outcome = "ok" if response.status_code == 200 else str(response.status_code)
+                except httpx.HTTPError as error:
+                    outcome = type(error).__name__
+                elapsed_ms = (time.perf_counter() - sent) * 1000
+                with lock:
+                    send_lag.append((sent - scheduled) * 1000)
+                    if outcome == "ok":
+                        latencies.append(elapsed_ms)
+                    else:
+                        errors[outcome] = errors.get(outcome, 0) + 1
+
+    threads = [threading.Thread(target=sender, daemon=True) for _ in range(SENDER_THREADS)]
+    for thread in threads:
+        thread.start()
+    started = time.perf_counter()
+    for index in range(total):
+        scheduled = started + index / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        schedule.put((bodies[index % len(bodies)], scheduled))
+    for _ in threads:
+        schedule.put(None)
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {
+        "target_rate_per_s": rate,
+        "duration_s": duration,
+        "sent": total,
+        "ok": len(latencies),
+        "errors": errors,
+        "achieved_rate_per_s": round(len(latencies) / elapsed, 2),
+        "latency": percentiles(latencies),
+        "send_lag_p99_ms": round(float(np.percentile(send_lag, 99)), 3) if send_lag else None,
+    }
+
+
+def _load_process(url: str, token: str, bodies: list[dict[str, Any]], rate: float, duration: float, queue: Any) -> None:
+    queue.put(_open_loop(url, token, bodies, rate, duration))
+
+
+def run_rate(url: str, token: str, bodies: list[dict[str, Any]], rate: float, duration: float) -> dict[str, Any]:
+    """Send single scores at ``rate`` per second for ``duration`` seconds from a separate process."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_load_process, args=(url, token, bodies, rate, duration, queue))
+    process.start()
+    result = queue.get(timeout=duration + 300)
+    process.join(60)
+    return result
+
+
+def run_sequential(url: str, token: str, bodies: list[dict[str, Any]], count: int) -> dict[str, Any]:
+    """Send single scores one at a time (closed loop): the service time without queueing."""
+    import httpx
+
+    latencies = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        for index in range(count):
+            sent = time.perf_counter()
+            client.post("/v1/score", json=bodies[index % len(bodies)]).raise_for_status()
+            latencies.append((time.perf_counter() - sent) * 1000)
+    return percentiles(latencies)
+
+
+def run_batches(url: str, token: str, bodies: list[dict[str, Any]], count: int) -> dict[str, Any]:
+    import httpx
+
+    latencies = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        for index in range(count):
+            start = (index * BATCH_SIZE) % max(1, len(bodies) - BATCH_SIZE)
+            items = bodies[start : start + BATCH_SIZE]
+            sent = time.perf_counter()
+            response = client.post("/v1/score/batch", json={"items": items})
+            response.raise_for_status()
+            latencies.append((time.perf_counter() - sent) * 1000)
+    stats = percentiles(latencies)
+    stats["batch_size"] = BATCH_SIZE
+    stats["rows_per_s"] = round(BATCH_SIZE * 1000 / stats["mean_ms"], 1)
+    return stats
+
+
+def in_process_times(settings: Any, model_name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Time predict + SHAP (CatBoost ShapValues, then calibration) in this process, without HTTP or features."""
+    from serving.model_handle import load_champion
+
+    model = load_champion(settings.mlflow_tracking_uri, model_name, "champion")
+
+    def timed(batch: list[dict[str, Any]], repeat: int) -> list[float]:
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            margins, _, _ = model.explain(batch)
+            model.calibrator.probability(margins)
+            samples.append((time.perf_counter() - started) * 1000)
+        return samples
+
+    timed(rows[:1], 20)
+    return {"single": percentiles(timed(rows[:1], 500)), "batch_100": percentiles(timed(rows[:BATCH_SIZE], 50))}
+
+
+def tree_rss_mb(pid: int) -> dict[str, Any]:
+    import psutil
+
+    root = psutil.Process(pid)
+    processes = [root, *root.children(recursive=True)]
+    per_process = {}
+    for process in processes:
+        try:
+            per_process[f"{process.pid} {' '.join(process.cmdline()[1:4])}"] = round(
+                process.memory_info().rss / 2**20, 1
+            )
+        except psutil.Error:
+            continue
+    return {"total_mb": round(sum(per_process.values()), 1), "processes_mb": per_process}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output", type=Path, help="Path of the JSON result file.")
+    parser.add_argument("--rates", type=float, nargs="+", default=[50, 200], help="Request rates, per second.")
+    parser.add_argument("--duration", type=float, default=30, help="Seconds per rate.")
+    parser.add_argument("--batches", type=int, default=30, help="Number of batch requests of 100 patients.")
+    parser.add_argument("--patients", type=int, default=2000, help="Synthetic stays written to the online store.")
+    arguments = parser.parse_args()
+
+    from bench.serve_setup import register_mechanics_model, synthetic_frame, write_feature_repo
+    from healthflow.settings import load_settings
+    from serving.tokens import create_token
+    from tests.integration.serve_support import (
+        drop_isolated,
+        free_port,
+        isolated_settings,
+        running_server,
+        server_environment,
+    )
+
+    stack = load_settings()
+    settings = isolated_settings(stack, "bench")
+    model_name = f"serve_bench_{settings.pg_database}"
+    frame = synthetic_frame(arguments.patients, seed=5)
+    workdir = Path(tempfile.mkdtemp(prefix="serve_bench_"))
+    try:
+        register_mechanics_model(settings, model_name, frame)
+        write_feature_repo(settings, workdir / "repo", frame, feature_service="serve_bench_service")
+        environment = server_environment(
+            settings,
+            SERVE_MODEL_NAME=model_name,
+            SERVE_FEATURE_SERVICE="serve_bench_service",
+            FEATURES_REPO_DIR=str(workdir / "repo"),
+            LOG_LEVEL="WARNING",
+        )
+        bodies = [{"pseudonym": row.patient_pseudonym, "stay_id": row.stay_id} for row in frame.itertuples()]
+        feature_rows = frame.to_dict("records")
+        token = create_token(settings, subject="bench", scopes=["score:read"], ttl_seconds=settings.jwt_max_ttl_seconds)
+        port = free_port()
+        command = [str(Path(sys.executable).parent / "healthflow"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        result: dict[str, Any] = {
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "model": "mechanics-only CatBoost (100 trees, depth 4, 7 features) fitted on a synthetic frame",
+        }
+        with running_server(command, environment, workdir / "server.log", wait_for="/readyz") as url:
+            server_pid = _server_pid(port)
+            # Warm-up, so the first requests do not pay for lazy imports and connection set-up.
+            run_rate(url, token, bodies, 20, 5)
+            result["load_average_before"] = os.getloadavg()
+            result["sequential"] = run_sequential(url, token, bodies, 300)
+            result["single"] = [run_rate(url, token, bodies, rate, arguments.duration) for rate in arguments.rates]
+            result["batch"] = run_batches(url, token, bodies, arguments.batches)
+            result["service_rss"] = tree_rss_mb(server_pid) if server_pid else None
+            result["load_average_after"] = os.getloadavg()
+        result["in_process"] = in_process_times(settings, model_name, feature_rows)
+        in_process_p50 = result["in_process"]["single"]["p50_ms"]
+        result["sequential"]["ratio_p50_to_in_process"] = round(result["sequential"]["p50_ms"] / in_process_p50, 2)
+        for run in result["single"]:
+            run["ratio_p50_to_in_process"] = round(run["latency"].get("p50_ms", float("nan")) / in_process_p50, 2)
+        result["batch"]["ratio_p50_to_in_process"] = round(
+            result["batch"]["p50_ms"] / result["in_process"]["batch_100"]["p50_ms"], 2
+        )
+    finally:
+        drop_isolated(stack, settings)
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    arguments.output.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+def _server_pid(port: int) -> int | None:
+    """Return the pid of the `healthflow serve` process listening on ``port`` (the root of the server tree)."""
+    import psutil
+
+    for connection in psutil.net_connections(kind="tcp"):
+        if (
+            connection.laddr
+            and connection.laddr.port == port
+            and connection.status == psutil.CONN_LISTEN
+            and connection.pid
+        ):
+            process = psutil.Process(connection.pid)
+            # Walk up to the `healthflow serve` wrapper so the whole tree is counted.
+            while process.parent() is not None and any(
+                part.endswith("/healthflow") for part in process.parent().cmdline()
+            ):
+                process = process.parent()
+            return process.pid
+    return None
+
+
+if __name__ == "__main__":
+    main()
