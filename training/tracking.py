@@ -8,6 +8,8 @@ Run layout (artifact paths):
 - ``evaluation/metrics.json`` and the calibration, ROC and confusion-matrix plots.
 - ``evaluation/test_set.parquet``: the test side without patient, stay or time columns, label last. Promotion
   scores the champion on these rows.
+- ``reference/training_frame.parquet``: the train side (pseudonymised keys, features, audit attributes, label),
+  the reference of monitoring's drift reports.
 - ``fairness/fairness.json``: per-group metrics and gaps.
 - ``shap/importance.csv``, ``shap/shap_importance.png``, ``shap/shap_beeswarm.png``, ``shap/expected_value.json``.
 
@@ -34,6 +36,8 @@ from training.pipeline import TrainingResult
 logger = logging.getLogger(__name__)
 
 TEST_SET_ARTIFACT = "evaluation/test_set.parquet"
+# Monitoring reads this path (setting monitor_reference_artifact) as the drift reference.
+REFERENCE_ARTIFACT = "reference/training_frame.parquet"
 MODEL_ARTIFACT = "model"
 
 
@@ -88,6 +92,7 @@ def log_training(
         _log_documents(result, folder)
         _log_plots(result, folder)
         _log_test_set(result, folder)
+        _log_training_frame(result, folder)
         model_info = _log_pyfunc(result, folder)
 
     version = _register(result, model_uri=model_info.model_uri, name=name, run_id=run.info.run_id, commit=commit)
@@ -223,6 +228,19 @@ def _log_test_set(result: TrainingResult, folder: Path) -> None:
     path = folder / "test_set.parquet"
     result.split.test[columns].reset_index(drop=True).to_parquet(path, index=False)
     mlflow.log_artifact(str(path), "evaluation")
+
+
+def _log_training_frame(result: TrainingResult, folder: Path) -> None:
+    """Store the train side (pseudonymised keys, features, audit attributes, label) as the drift reference.
+
+    Monitoring compares production windows with this frame; it holds no identifiable data, because training
+    only ever sees pseudonyms and de-identified features.
+    """
+    import mlflow
+
+    path = folder / "training_frame.parquet"
+    result.split.train.reset_index(drop=True).to_parquet(path, index=False)
+    mlflow.log_artifact(str(path), REFERENCE_ARTIFACT.rsplit("/", 1)[0])
 
 
 def _log_pyfunc(result: TrainingResult, folder: Path) -> Any:

@@ -10,6 +10,12 @@ import typer
 
 from healthflow.cli.common import bootstrap
 from healthflow.cli.stack import app as stack_app
+from ingestion.deid import cli as deid_cli
+from ingestion.featurizer.cli import features_app
+from ingestion.fhir.cli import ingest_command
+from monitoring import cli as monitoring_cli
+from serving import cli as serving_cli
+from training import cli as training_cli
 
 app = typer.Typer(
     name="healthflow",
@@ -43,3 +49,13 @@ def show_settings(
 
 
 app.add_typer(stack_app, name="stack")
+app.command("ingest")(ingest_command)
+app.command("serve")(serving_cli.serve)
+app.add_typer(serving_cli.token_app, name="token")
+app.add_typer(deid_cli.deid_app, name="deid")
+app.add_typer(deid_cli.privacy_app, name="privacy")
+app.add_typer(features_app, name="features")
+app.add_typer(monitoring_cli.monitor_app, name="monitor")
+app.command("dashboard")(monitoring_cli.dashboard)
+app.command("train")(training_cli.train_command)
+app.command("promote")(training_cli.promote_command)

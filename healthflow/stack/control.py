@@ -16,7 +16,7 @@ from healthflow.db import prepare_platform_databases
 from healthflow.events import ensure_topics
 from healthflow.settings import Settings
 from healthflow.stack import kafka, mlflow_server, postgres
-from healthflow.stack.processes import read_pid
+from healthflow.stack.processes import read_pid, stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +70,13 @@ def _require(healthy: bool, name: str, address: str, variable: str) -> None:
         )
 
 
+# Platform services that `make demo` leaves running in the background; `stack down` stops them first.
+DEMO_SERVICES = ("dashboard", "scoring", "ingest-http")
+
+
 def down(settings: Settings) -> list[str]:
-    """Stop the managed services in reverse order; return the names of those that were running."""
-    stopped = []
+    """Stop the demo's services, then the managed services in reverse order; return the names that were running."""
+    stopped = [name for name in DEMO_SERVICES if stop_process(settings.state_dir, name)]
     if settings.mlflow_managed and mlflow_server.stop(settings):
         stopped.append("mlflow")
     if settings.kafka_managed and kafka.stop(settings):
@@ -124,8 +128,11 @@ def env_lines(settings: Settings) -> list[str]:
         "HEALTHFLOW_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
     }
+    # libpq's own variables, so `psql` with no arguments opens the platform's database.
+    values.update(
+        PGHOST=settings.pg_host, PGPORT=str(settings.pg_port), PGUSER=settings.pg_user, PGDATABASE=settings.pg_database
+    )
     if settings.profile == "dev" and settings.pg_password is not None:
         values["HEALTHFLOW_PG_PASSWORD"] = settings.pg_password.get_secret_value()
-        # libpq-style DSN for psql and other PostgreSQL tools.
-        values["HEALTHFLOW_PG_DSN"] = settings.pg_dsn()
+        values["PGPASSWORD"] = settings.pg_password.get_secret_value()
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]

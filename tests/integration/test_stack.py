@@ -157,3 +157,16 @@ def test_messages_survive_broker_restart(private_stack: Settings) -> None:
     finally:
         consumer.close()
     assert [event.payload["seq"] for event in received] == list(range(20))
+
+
+def test_stack_env_lines_load_as_settings(stack_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    from healthflow.settings import load_settings
+
+    for line in control.env_lines(stack_settings):
+        name, value = line.removeprefix("export ").split("=", 1)
+        monkeypatch.setenv(name, shlex.split(value)[0])
+    loaded = load_settings()
+    assert loaded.pg_port == stack_settings.pg_port
+    assert loaded.kafka_bootstrap_servers == stack_settings.kafka_bootstrap_servers
