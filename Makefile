@@ -44,7 +44,7 @@ format: venv
 	$(RUN) ruff check --fix .
 
 bench: stack
-	$(RUN) python -m bench.run_all --out bench/results
+	$(RUN) python bench/run_all.py --out bench/results
 
 settings-doc: venv
 	$(RUN) python -m healthflow.settings_doc README.md README.fr.md

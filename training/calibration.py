@@ -90,9 +90,14 @@ def choose_calibrator(
 
     scores = {"none": _brier(y_true, Calibrator("none").probability(margin))}
     splitter = GroupKFold(n_splits=min(folds, len(np.unique(groups))), shuffle=True, random_state=seed)
+    fold_rows = list(splitter.split(margin, y_true, groups))
+    if any(len(np.unique(y_true[fit_rows])) < 2 for fit_rows, _ in fold_rows):
+        # With few validation patients a fold can hold one label value only; no calibrator can be fitted there.
+        logger.warning("calibration: a validation fold has one label value; keeping the uncalibrated model")
+        return CalibrationChoice(calibrator=Calibrator("none"), validation_brier=scores)
     for method in ("platt", "isotonic"):
         out_of_fold = np.empty_like(margin)
-        for fit_rows, score_rows in splitter.split(margin, y_true, groups):
+        for fit_rows, score_rows in fold_rows:
             calibrator = fit_calibrator(method, margin=margin[fit_rows], y_true=y_true[fit_rows])
             out_of_fold[score_rows] = calibrator.probability(margin[score_rows])
         scores[method] = _brier(y_true, out_of_fold)

@@ -19,16 +19,15 @@ from healthflow.events import ensure_topics
 from healthflow.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_DATABASE = "healthflow_test_template"
 
 # bench/ is not a package; its set-up module is shared by the benchmark and these tests.
 sys.path.insert(0, str(REPO_ROOT))
 
 
-def isolated_settings(stack_settings: Settings, tag: str) -> Settings:
+def isolated_settings(stack_settings: Settings, template_database: str, tag: str) -> Settings:
     """Return settings with a fresh migrated database, a Feast database and a topic prefix of their own."""
     suffix = f"{tag}_{uuid.uuid4().hex[:8]}"
-    ensure_database(stack_settings, f"serve_{suffix}", template=TEMPLATE_DATABASE)
+    ensure_database(stack_settings, f"serve_{suffix}", template=template_database)
     ensure_database(stack_settings, f"serve_{suffix}_feast")
     settings = stack_settings.model_copy(
         update={

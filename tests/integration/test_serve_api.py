@@ -39,10 +39,10 @@ PATIENT_ID = "MRN-SERVE-000417"
 
 
 @pytest.fixture(scope="module")
-def serve_env(stack_settings, tmp_path_factory):
+def serve_env(stack_settings, template_database, tmp_path_factory):
     from bench.serve_setup import register_mechanics_model, synthetic_frame, write_feature_repo
 
-    settings = isolated_settings(stack_settings, "api")
+    settings = isolated_settings(stack_settings, template_database, "api")
     model_name = f"serve_test_{settings.pg_database}"
     feature_service = "serve_test_service"
     frame = synthetic_frame(300, seed=3)
