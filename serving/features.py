@@ -23,6 +23,9 @@ from healthflow.errors import NotFoundError, ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
 
+# Feature that names the stay of a row in feature views keyed by patient only (the latest stay per patient).
+SOURCE_STAY_FEATURE = "source_stay_id"
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -110,7 +113,9 @@ class FeastFeatureSource:
             views.append(self._store.get_feature_view(projection.name))
         return views
 
-    def _resolve_join_keys(self) -> tuple[str, str]:
+    def _resolve_join_keys(self) -> tuple[str, str | None]:
+        """Return the patient join key and the stay join key; None for the stay key when views are keyed by
+        patient only and serve each patient's latest stay, with its id in the ``source_stay_id`` feature."""
         keys: list[str] = []
         for view in self._views:
             for column in view.entity_columns:
@@ -118,19 +123,23 @@ class FeastFeatureSource:
                     keys.append(column.name)
         patient = [key for key in keys if "patient" in key or "pseudonym" in key]
         stay = [key for key in keys if "stay" in key or "encounter" in key]
-        if len(patient) != 1 or len(stay) != 1:
+        if len(patient) != 1 or len(stay) > 1 or (not stay and SOURCE_STAY_FEATURE not in self.feature_names()):
             raise ServiceUnavailableError(
                 f"feature service {self.feature_service!r} has join keys {keys}; the API needs exactly one patient "
-                "key (named *patient* or *pseudonym*) and one stay key (named *stay* or *encounter*)"
+                "key (named *patient* or *pseudonym*) and either one stay key (named *stay* or *encounter*) or a "
+                f"{SOURCE_STAY_FEATURE} feature naming the latest stay"
             )
-        return patient[0], stay[0]
+        return patient[0], (stay[0] if stay else None)
 
     def feature_names(self) -> list[str]:
         return [feature.name for view in self._views for feature in view.features]
 
     def get_rows(self, entities: Sequence[Entity]) -> list[FeatureRow]:
         """Return one row per entity, in order; raise NotFoundError when an entity has no feature at all."""
-        entity_rows = [{self.patient_key: entity.pseudonym, self.stay_key: entity.stay_id} for entity in entities]
+        if self.stay_key is None:
+            entity_rows = [{self.patient_key: entity.pseudonym} for entity in entities]
+        else:
+            entity_rows = [{self.patient_key: entity.pseudonym, self.stay_key: entity.stay_id} for entity in entities]
         try:
             response = self._store.get_online_features(
                 features=self._service, entity_rows=entity_rows, full_feature_names=True
@@ -163,6 +172,8 @@ class FeastFeatureSource:
                 pseudonym=entity.pseudonym,
                 stay_id=entity.stay_id,
             )
+        if self.stay_key is None:
+            entity = self._served_stay(entity, values, missing)
         lineage = {
             "feast_project": self.project,
             "feature_service": self.feature_service,
@@ -170,9 +181,30 @@ class FeastFeatureSource:
         }
         return FeatureRow(entity=entity, values=values, missing=missing, event_times=event_times, lineage=lineage)
 
+    def _served_stay(self, entity: Entity, values: dict[str, Any], missing: list[str]) -> Entity:
+        """Move the served stay id out of the feature values; reject a request for a stay that is not the latest."""
+        served = values.pop(SOURCE_STAY_FEATURE, None)
+        if SOURCE_STAY_FEATURE in missing:
+            missing.remove(SOURCE_STAY_FEATURE)
+        if entity.stay_id and served and entity.stay_id != served:
+            raise NotFoundError(
+                f"stay {entity.stay_id} of patient {entity.pseudonym} is not the patient's latest stay; feature "
+                f"service {self.feature_service} serves the latest stay only, so omit stay_id or give {served}",
+                pseudonym=entity.pseudonym,
+                stay_id=entity.stay_id,
+            )
+        return Entity(pseudonym=entity.pseudonym, stay_id=str(served or entity.stay_id))
+
     def latest_stay(self, pseudonym: str) -> str:
-        """Return the stay id of the patient's latest stay in the batch source; NotFoundError when none."""
+        """Return the stay id of the patient's latest stay in the batch source; NotFoundError when none.
+
+        With views keyed by patient only, return "" instead: the online row itself is the latest stay, and
+        ``get_rows`` fills in its id.
+        """
         from psycopg import sql
+
+        if self.stay_key is None:
+            return ""
 
         view = self._views[0]
         source = view.batch_source

@@ -5,6 +5,9 @@ Gates, in order:
 1. performance: the challenger's AUROC on its own test set is higher than the current champion's AUROC on
    that same test set (the champion's pyfunc is loaded and scored; nothing is retrained). With no champion
    yet, this gate passes.
+   NOTE: the comparison is fair only when the champion never trained on those test patients, which holds when
+   both versions were split with the same seed and rule from the same patients. A champion trained under
+   another split may have seen some of them, which favours the champion.
 2. fairness: every gated gap of the challenger (``train_fairness_gate_attributes`` x
    ``train_fairness_gap_limits``, from its run's metrics) is within its limit.
 

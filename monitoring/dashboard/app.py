@@ -21,6 +21,9 @@ from healthflow.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# The only path served without a token.
+HEALTH_PATH = "/healthz"
+
 COOKIE_NAME = "healthflow_dashboard_token"
 REPORT_FILES = ("drift.html", "classification.html")
 TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s]+")
@@ -64,6 +67,8 @@ def create_app(settings: Settings, *, load_data: Any = None) -> Any:
 
     @server.before_request
     def require_audit_token() -> Any:
+        if flask.request.path == HEALTH_PATH:
+            return None  # liveness for schedulers and compose healthchecks; it returns no data
         query_token = flask.request.args.get("token")
         try:
             token = (
@@ -101,6 +106,10 @@ def create_app(settings: Settings, *, load_data: Any = None) -> Any:
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
+
+    @server.route(HEALTH_PATH)
+    def health() -> Any:
+        return {"status": "ok"}
 
     @server.route("/reports/<int:report_id>/<name>")
     def report_file(report_id: int, name: str) -> Any:

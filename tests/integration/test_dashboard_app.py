@@ -92,6 +92,13 @@ def test_dashboard_rejects_request_without_token(dashboard_url):
     assert callback.status_code == 401
 
 
+def test_dashboard_health_is_open_and_empty(dashboard_url):
+    response = httpx.get(dashboard_url + "/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
 def test_dashboard_rejects_token_without_audit_scope(dashboard_settings, dashboard_url):
     settings, _ = dashboard_settings
     scoring_token = create_token(settings, subject="clinical-system", scopes=[SCORE_READ], ttl_seconds=300)
