@@ -74,8 +74,13 @@ def run_worker(settings: Settings, state_dir: Path) -> dict[str, Any]:
     executable = shutil.which("healthflow") or str(Path(sys.executable).with_name("healthflow"))
     started = time.monotonic()
     with (state_dir / "logs" / "deid-worker.log").open("wb") as log:
-        completed = subprocess.run([executable, "deid", "run", "--idle-exit", "5"], env=environment,
-                                   stdout=subprocess.PIPE, stderr=log, check=False)
+        completed = subprocess.run(
+            [executable, "deid", "run", "--idle-exit", "5"],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            check=False,
+        )
     if completed.returncode != 0:
         raise RuntimeError(f"deid worker failed with exit code {completed.returncode}")
     return {"seconds": round(time.monotonic() - started, 1), "output": completed.stdout.decode().strip()}
@@ -83,12 +88,13 @@ def run_worker(settings: Settings, state_dir: Path) -> dict[str, Any]:
 
 def check_zones(settings: Settings) -> dict[str, Any]:
     with connect(settings) as connection:
-        raw_counts = dict(connection.execute(
-            "SELECT resource_type, count(*) FROM raw.resources GROUP BY 1 ORDER BY 1").fetchall())
-        deid_counts = dict(connection.execute(
-            "SELECT resource_type, count(*) FROM deid.resources GROUP BY 1 ORDER BY 1").fetchall())
-        duplicates = connection.execute(
-            "SELECT count(*) - count(DISTINCT raw_id) FROM deid.resources").fetchone()[0]
+        raw_counts = dict(
+            connection.execute("SELECT resource_type, count(*) FROM raw.resources GROUP BY 1 ORDER BY 1").fetchall()
+        )
+        deid_counts = dict(
+            connection.execute("SELECT resource_type, count(*) FROM deid.resources GROUP BY 1 ORDER BY 1").fetchall()
+        )
+        duplicates = connection.execute("SELECT count(*) - count(DISTINCT raw_id) FROM deid.resources").fetchone()[0]
         dead_letters = connection.execute("SELECT count(*) FROM ops.dead_letter").fetchone()[0]
 
         invalid = 0
@@ -138,9 +144,12 @@ def main() -> None:
     files = sorted(path for path in SYNTHEA.glob("*.json.gz") if "Information" not in path.name)[: arguments.bundles]
     base = load_settings()
     suffix = uuid.uuid4().hex[:8]
-    settings = base.model_copy(update={
-        "pg_database": f"accept_deid_{suffix}", "kafka_topic_prefix": f"accept{suffix}.",
-    })
+    settings = base.model_copy(
+        update={
+            "pg_database": f"accept_deid_{suffix}",
+            "kafka_topic_prefix": f"accept{suffix}.",
+        }
+    )
     ensure_database(base, settings.pg_database)
     try:
         apply_migrations(settings)
@@ -150,10 +159,14 @@ def main() -> None:
             state_dir = Path(state)
             worker = run_worker(settings, state_dir)
             zones = check_zones(settings)
-            scan_settings = settings.model_copy(update={
-                "state_dir": state_dir, "pg_mlflow_database": settings.pg_database,
-                "pg_feast_database": settings.pg_database, "privacy_scan_dirs": [],
-            })
+            scan_settings = settings.model_copy(
+                update={
+                    "state_dir": state_dir,
+                    "pg_mlflow_database": settings.pg_database,
+                    "pg_feast_database": settings.pg_database,
+                    "privacy_scan_dirs": [],
+                }
+            )
             scan = run_scan(scan_settings)
     finally:
         drop_database(base, settings.pg_database)

@@ -44,7 +44,7 @@ def patient_of(resource: dict[str, Any]) -> str | None:
     for name in ("subject", "patient", "beneficiary"):
         reference = (resource.get(name) or {}).get("reference", "")
         if reference.startswith("urn:uuid:"):
-            return reference[len("urn:uuid:"):]
+            return reference[len("urn:uuid:") :]
     return None
 
 
@@ -66,8 +66,13 @@ def load_raw(settings: Settings, files: list[Path]) -> int:
                         "INSERT INTO raw.resources (resource_type, resource_id, version, patient_id, content,"
                         " content_hash, source, source_ref, batch_id) VALUES (%s, %s, 1, %s, %s, %s, 'bench',"
                         " 'bench', 'bench') ON CONFLICT DO NOTHING RETURNING id",
-                        (resource["resourceType"], resource["id"], patient_of(resource), content.decode(),
-                         hashlib.sha256(content).hexdigest()),
+                        (
+                            resource["resourceType"],
+                            resource["id"],
+                            patient_of(resource),
+                            content.decode(),
+                            hashlib.sha256(content).hexdigest(),
+                        ),
                     )
                     row = cursor.fetchone()
                     if row is not None:
@@ -76,16 +81,23 @@ def load_raw(settings: Settings, files: list[Path]) -> int:
                 patient = patient_of(resource)
                 envelope = Envelope(
                     event_type="fhir.raw.stored",
-                    key=patient_pseudonym(key, patient) if patient
+                    key=patient_pseudonym(key, patient)
+                    if patient
                     else pseudonymise(key, resource["resourceType"], resource["id"]),
                     source="bench",
-                    payload={"raw_id": raw_id, "resource_type": resource["resourceType"], "version": 1,
-                             "batch_id": "bench", "source": "bench"},
+                    payload={
+                        "raw_id": raw_id,
+                        "resource_type": resource["resourceType"],
+                        "version": 1,
+                        "batch_id": "bench",
+                        "source": "bench",
+                    },
                 )
                 while True:
                     try:
-                        producer.produce(settings.topic(FHIR_RAW), key=envelope.key, value=envelope.to_bytes(),
-                                         on_delivery=tracker)
+                        producer.produce(
+                            settings.topic(FHIR_RAW), key=envelope.key, value=envelope.to_bytes(), on_delivery=tracker
+                        )
                         break
                     except BufferError:
                         producer.poll(0.5)
@@ -125,8 +137,9 @@ def run_worker(
     }
     executable = shutil.which("healthflow") or str(Path(sys.executable).with_name("healthflow"))
     started = time.monotonic()
-    worker = subprocess.Popen([executable, "deid", "run", "--idle-exit", "3"], env=environment,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    worker = subprocess.Popen(
+        [executable, "deid", "run", "--idle-exit", "3"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     process = psutil.Process(worker.pid)
     peak_rss = 0
     first_row_at = None
@@ -184,8 +197,13 @@ def main() -> None:
         expected = load_raw(settings, files)
         load_seconds = time.monotonic() - load_started
         with tempfile.TemporaryDirectory() as state_dir:
-            result = run_worker(settings, expected, batch_size=arguments.batch_size,
-                                processes=arguments.processes, state_dir=Path(state_dir))
+            result = run_worker(
+                settings,
+                expected,
+                batch_size=arguments.batch_size,
+                processes=arguments.processes,
+                state_dir=Path(state_dir),
+            )
     finally:
         drop_database(base, settings.pg_database)
         admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap_servers})

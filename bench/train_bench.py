@@ -27,7 +27,8 @@ def main() -> int:
     parser.add_argument("output", type=Path, help="Where to write the JSON result.")
     parser.add_argument("--uci-zip", type=Path, default=DEFAULT_ZIP, help="UCI Diabetes 130-US archive.")
     parser.add_argument(
-        "--model-name", default="readmission_uci_v1_bench",
+        "--model-name",
+        default="readmission_uci_v1_bench",
         help="Registered model name for the logged run (kept apart from the real readmission_uci_v1).",
     )
     parser.add_argument("--no-log", action="store_true", help="Skip MLflow logging (no server needed).")
@@ -71,7 +72,8 @@ def main() -> int:
         "phase_seconds": result.timings,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rows": {
-            "train": len(result.split.train), "validation": len(result.split.validation),
+            "train": len(result.split.train),
+            "validation": len(result.split.validation),
             "test": len(result.split.test),
         },
         "best_iteration": int(result.model.get_best_iteration()),
@@ -82,9 +84,14 @@ def main() -> int:
         "race_gaps": race_gaps,
         "fairness_gaps": result.fairness.gaps,
         "race_groups": result.fairness.by_group["race"].reset_index().to_dict(orient="records")
-        if "race" in result.fairness.by_group else [],
-        "mlflow": None if logged is None else {
-            "run_id": logged.run_id, "model": logged.registered_model_name, "version": logged.version,
+        if "race" in result.fairness.by_group
+        else [],
+        "mlflow": None
+        if logged is None
+        else {
+            "run_id": logged.run_id,
+            "model": logged.registered_model_name,
+            "version": logged.version,
         },
     }
     arguments.output.parent.mkdir(parents=True, exist_ok=True)

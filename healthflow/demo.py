@@ -136,7 +136,8 @@ def table_counts(settings: Settings) -> dict[str, int]:
     counts = {}
     with connect(settings) as connection:
         for name, query in queries.items():
-            counts[name] = connection.execute(query).fetchone()[0]
+            row = connection.execute(query).fetchone()
+            counts[name] = row[0] if row else 0
     return counts
 
 
@@ -201,8 +202,18 @@ def print_summary(settings: Settings, record: DemoRecord) -> None:
         print(f"  {name:<46} {count:>8}")
     print("\nModels")
     for service in FEATURE_SERVICES:
-        summary = record.facts.get(f"train {service}") or {}
-        print(f"  {service}: {json.dumps(summary.get('headline', summary), default=str)[:400]}")
+        summary = record.facts.get(f"train {service}")
+        if not isinstance(summary, dict) or "test_metrics" not in summary:
+            print(f"  {service}: no training summary")
+            continue
+        model = summary["test_metrics"]["model"]
+        interval = summary["test_ci95"]["model"]["auroc"]
+        print(
+            f"  {service} version {summary['version']}: test AUROC {model['auroc']:.3f} "
+            f"({interval[0]:.3f}-{interval[1]:.3f}), AUPRC {model['auprc']:.3f}, Brier {model['brier']:.4f}, "
+            f"calibration slope {model['calibration_slope']:.2f}"
+        )
+        print(f"    promotion: {summary['promotion']['summary']}")
     for key in ("bundles sent over HTTP", "patients scored", "scores (probability, risk level)", "champion (serving)"):
         if key in record.facts:
             print(f"  {key}: {record.facts[key]}")

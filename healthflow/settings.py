@@ -129,7 +129,9 @@ class Settings(BaseSettings):
     train_learning_rate: float = Field(0.05, gt=0, le=1, description="CatBoost learning rate.")
     train_depth: int = Field(6, ge=1, le=12, description="CatBoost tree depth.")
     train_max_ctr_complexity: int = Field(
-        1, ge=1, le=4,
+        1,
+        ge=1,
+        le=4,
         description="Maximum number of categorical features CatBoost combines in one CTR; on the UCI data, 1 "
         "trained about 2.5 times faster than CatBoost's default for the same validation AUROC.",
     )

@@ -142,6 +142,11 @@ def drift_report(
     )
 
     labels_known = bool(target and score and {target, score} <= set(current.columns) and current[target].notna().all())
+    # Evidently's classification metrics need both outcomes in the window (0.7.23 fails with a KeyError on a
+    # window of one class, as when only patients' latest stays, never readmitted yet, were scored).
+    both_outcomes = labels_known and current[str(target)].nunique() == 2
+    if labels_known and not both_outcomes:
+        logger.warning("drift: the window's labels have one value only; no classification report")
     result = DriftResult(
         columns=read_column_drift(snapshot.dict(), numerical=numerical),
         reference_rows=len(reference),
@@ -149,7 +154,7 @@ def drift_report(
         labels_known=labels_known,
         snapshot=snapshot,
         classification_snapshot=(
-            classification_report(current, target=str(target), score=str(score)) if labels_known else None
+            classification_report(current, target=str(target), score=str(score)) if both_outcomes else None
         ),
     )
     logger.info(

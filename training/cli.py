@@ -42,7 +42,10 @@ def train_command(
     settings = get_settings()
     try:
         summary = run_training(
-            settings, feature_service=feature_service, uci_zip=uci_zip, model_name=model_name,
+            settings,
+            feature_service=feature_service,
+            uci_zip=uci_zip,
+            model_name=model_name,
             promote_after=promote_after,
         )
     except HealthFlowError as error:

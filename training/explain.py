@@ -40,9 +40,7 @@ def explain(model: Any, frame: pd.DataFrame, *, types: FeatureTypes, sample_size
     sample = frame.sample(n=min(sample_size, len(frame)), random_state=seed)
     inputs = prepare_features(sample, types)
     explainer = shap.TreeExplainer(model)
-    values = np.asarray(
-        explainer.shap_values(Pool(inputs, cat_features=list(types.categorical))), dtype="float64"
-    )
+    values = np.asarray(explainer.shap_values(Pool(inputs, cat_features=list(types.categorical))), dtype="float64")
     expected_value = float(np.ravel(explainer.expected_value)[0])
 
     margin = raw_margin(model, sample, types)
@@ -53,11 +51,16 @@ def explain(model: Any, frame: pd.DataFrame, *, types: FeatureTypes, sample_size
         .reset_index(drop=True)
     )
     logger.info(
-        "SHAP on %s rows: expected value %.4f, largest additivity error %.2e", len(sample), expected_value,
+        "SHAP on %s rows: expected value %.4f, largest additivity error %.2e",
+        len(sample),
+        expected_value,
         additivity_error,
     )
     return Explanation(
-        expected_value=expected_value, shap_values=values, sample=inputs, importance=importance,
+        expected_value=expected_value,
+        shap_values=values,
+        sample=inputs,
+        importance=importance,
         max_additivity_error=additivity_error,
     )
 

@@ -104,8 +104,15 @@ def largest_gaps(
 
 
 def fairness_report(
-    *, y_true: np.ndarray, probability: np.ndarray, threshold: float, audit: pd.DataFrame,
-    attributes: list[str], min_group_size: int, min_group_positives: int, exclude_unknown: bool = True,
+    *,
+    y_true: np.ndarray,
+    probability: np.ndarray,
+    threshold: float,
+    audit: pd.DataFrame,
+    attributes: list[str],
+    min_group_size: int,
+    min_group_positives: int,
+    exclude_unknown: bool = True,
 ) -> FairnessReport:
     """Compute per-group metrics for every audit attribute present in ``audit``; absent ones are logged."""
     by_group: dict[str, pd.DataFrame] = {}
@@ -115,20 +122,22 @@ def fairness_report(
             logger.warning("audit attribute %s is not in the test frame; no per-group metrics for it", attribute)
             continue
         table = group_metrics(
-            y_true=y_true, probability=probability, threshold=threshold,
+            y_true=y_true,
+            probability=probability,
+            threshold=threshold,
             sensitive_features=audit[attribute].reset_index(drop=True),
         )
         by_group[attribute] = table
         gaps[attribute] = largest_gaps(
-            table, min_group_size=min_group_size, min_group_positives=min_group_positives,
+            table,
+            min_group_size=min_group_size,
+            min_group_positives=min_group_positives,
             exclude_unknown=exclude_unknown,
         )
     return FairnessReport(by_group=by_group, gaps=gaps)
 
 
-def gap_violations(
-    gaps: dict[str, dict[str, float]], *, attributes: list[str], limits: dict[str, float]
-) -> list[str]:
+def gap_violations(gaps: dict[str, dict[str, float]], *, attributes: list[str], limits: dict[str, float]) -> list[str]:
     """Return a sentence for each gated gap over its limit; an empty list means every gap is within limits.
 
     A gated attribute with no gap (absent, or fewer than two groups large enough) is not a violation,

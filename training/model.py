@@ -81,8 +81,13 @@ def prepare_features(frame: pd.DataFrame, types: FeatureTypes) -> pd.DataFrame:
 
 
 def fit_catboost(
-    *, train: pd.DataFrame, y_train: np.ndarray, validation: pd.DataFrame, y_validation: np.ndarray,
-    types: FeatureTypes, params: BoostingParams,
+    *,
+    train: pd.DataFrame,
+    y_train: np.ndarray,
+    validation: pd.DataFrame,
+    y_validation: np.ndarray,
+    types: FeatureTypes,
+    params: BoostingParams,
 ) -> Any:
     """Fit a CatBoostClassifier, stopping early on the validation log loss and keeping the best iteration."""
     from catboost import CatBoostClassifier, Pool
@@ -93,12 +98,16 @@ def fit_catboost(
     )
     model = CatBoostClassifier(**params.catboost_kwargs())
     model.fit(
-        train_pool, eval_set=validation_pool, use_best_model=True,
+        train_pool,
+        eval_set=validation_pool,
+        use_best_model=True,
         early_stopping_rounds=params.early_stopping_rounds,
     )
     logger.info(
         "CatBoost kept iteration %s of at most %s, validation log loss %.4f",
-        model.get_best_iteration(), params.iterations, model.get_best_score()["validation"]["Logloss"],
+        model.get_best_iteration(),
+        params.iterations,
+        model.get_best_score()["validation"]["Logloss"],
     )
     return model
 

@@ -107,26 +107,38 @@ def train(frame: pd.DataFrame, *, spec: TrainingSpec, settings: Settings, explai
     seed = settings.train_random_seed
 
     split = split_by_patient_and_time(
-        frame, spec=spec, test_fraction=settings.train_test_fraction,
-        validation_fraction=settings.train_validation_fraction, seed=seed,
+        frame,
+        spec=spec,
+        test_fraction=settings.train_test_fraction,
+        validation_fraction=settings.train_validation_fraction,
+        seed=seed,
     )
     y_train, y_validation, y_test = (labels(side, spec) for side in (split.train, split.validation, split.test))
 
     model = fit_catboost(
-        train=split.train, y_train=y_train, validation=split.validation, y_validation=y_validation,
-        types=types, params=params,
+        train=split.train,
+        y_train=y_train,
+        validation=split.validation,
+        y_validation=y_validation,
+        types=types,
+        params=params,
     )
     timings["fit_seconds"] = time.perf_counter() - started
 
     calibration_started = time.perf_counter()
     validation_margin = raw_margin(model, split.validation, types)
     calibration = choose_calibrator(
-        margin=validation_margin, y_true=y_validation,
-        groups=split.validation[spec.patient_column].to_numpy(), folds=settings.train_calibration_folds, seed=seed,
+        margin=validation_margin,
+        y_true=y_validation,
+        groups=split.validation[spec.patient_column].to_numpy(),
+        folds=settings.train_calibration_folds,
+        seed=seed,
     )
     thresholds = derive_thresholds(
-        y_true=y_validation, probability=calibration.calibrator.probability(validation_margin),
-        rule=settings.train_operating_point_rule, target_sensitivity=settings.train_target_sensitivity,
+        y_true=y_validation,
+        probability=calibration.calibrator.probability(validation_margin),
+        rule=settings.train_operating_point_rule,
+        target_sensitivity=settings.train_target_sensitivity,
         high_risk_fraction=settings.train_high_risk_fraction,
     )
     timings["calibrate_seconds"] = time.perf_counter() - calibration_started
@@ -136,19 +148,29 @@ def train(frame: pd.DataFrame, *, spec: TrainingSpec, settings: Settings, explai
     baseline_probabilities = score_baselines(split, spec=spec, types=types, y_validation=y_validation, seed=seed)
     evaluations = {
         "model": evaluate_scorer(
-            y_true=y_test, probability=test_probability, threshold=thresholds.operating_point,
-            iterations=settings.train_bootstrap_iterations, seed=seed,
+            y_true=y_test,
+            probability=test_probability,
+            threshold=thresholds.operating_point,
+            iterations=settings.train_bootstrap_iterations,
+            seed=seed,
         )
     }
     for name, probability in baseline_probabilities.items():
         evaluations[name] = evaluate_scorer(
-            y_true=y_test, probability=probability, threshold=None,
-            iterations=settings.train_bootstrap_iterations, seed=seed,
+            y_true=y_test,
+            probability=probability,
+            threshold=None,
+            iterations=settings.train_bootstrap_iterations,
+            seed=seed,
         )
     audit = split.test.reindex(columns=[c for c in spec.audit_columns if c in split.test.columns])
     fairness = fairness_report(
-        y_true=y_test, probability=test_probability, threshold=thresholds.operating_point, audit=audit,
-        attributes=settings.train_fairness_attributes, min_group_size=settings.train_fairness_min_group_size,
+        y_true=y_test,
+        probability=test_probability,
+        threshold=thresholds.operating_point,
+        audit=audit,
+        attributes=settings.train_fairness_attributes,
+        min_group_size=settings.train_fairness_min_group_size,
         min_group_positives=settings.train_fairness_min_group_positives,
         exclude_unknown=settings.train_fairness_exclude_unknown,
     )
@@ -162,10 +184,20 @@ def train(frame: pd.DataFrame, *, spec: TrainingSpec, settings: Settings, explai
 
     timings["train_total_seconds"] = time.perf_counter() - started
     return TrainingResult(
-        spec=spec, types=types, params=params, model=model, calibration=calibration, thresholds=thresholds,
-        split=split, evaluations=evaluations, fairness=fairness, explanation=explanation,
+        spec=spec,
+        types=types,
+        params=params,
+        model=model,
+        calibration=calibration,
+        thresholds=thresholds,
+        split=split,
+        evaluations=evaluations,
+        fairness=fairness,
+        explanation=explanation,
         fingerprint=data_fingerprint(pd.concat([split.train, split.validation]), spec=spec),
-        test_probability=test_probability, baseline_probabilities=baseline_probabilities, timings=timings,
+        test_probability=test_probability,
+        baseline_probabilities=baseline_probabilities,
+        timings=timings,
     )
 
 
@@ -186,7 +218,8 @@ def score_baselines(
 
     if spec.lace_column and spec.lace_column in split.test.columns:
         lace = lace_probability(
-            validation_scores=split.validation[spec.lace_column], y_validation=y_validation,
+            validation_scores=split.validation[spec.lace_column],
+            y_validation=y_validation,
             test_scores=split.test[spec.lace_column],
         )
         if lace is not None:

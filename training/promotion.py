@@ -49,15 +49,21 @@ class GateDecision:
         if self.promoted:
             against = (
                 f"beats champion version {self.champion_version} ({self.champion_auroc:.4f})"
-                if self.champion_version else "no champion before"
+                if self.champion_version
+                else "no champion before"
             )
             return f"promoted to champion: AUROC {self.challenger_auroc:.4f}, {against}, fairness gaps within limits"
         return "not promoted: " + "; ".join(self.failures)
 
 
 def decide(
-    *, challenger_auroc: float, champion_auroc: float | None, champion_version: str | None,
-    fairness_gaps: dict[str, dict[str, float]], gate_attributes: list[str], gap_limits: dict[str, float],
+    *,
+    challenger_auroc: float,
+    champion_auroc: float | None,
+    champion_version: str | None,
+    fairness_gaps: dict[str, dict[str, float]],
+    gate_attributes: list[str],
+    gap_limits: dict[str, float],
 ) -> GateDecision:
     """Apply the performance gate then the fairness gate; pure, so the rules are testable without a registry."""
     failures = []
@@ -70,8 +76,11 @@ def decide(
     if violations:
         failures.append("fairness gate failed: " + "; ".join(violations))
     return GateDecision(
-        promoted=not failures, challenger_auroc=challenger_auroc, champion_auroc=champion_auroc,
-        champion_version=champion_version, failures=failures,
+        promoted=not failures,
+        challenger_auroc=challenger_auroc,
+        champion_auroc=champion_auroc,
+        champion_version=champion_version,
+        failures=failures,
     )
 
 
@@ -83,7 +92,7 @@ def fairness_gaps_from_metrics(metrics: dict[str, float]) -> dict[str, dict[str,
     for key, value in metrics.items():
         if not (key.startswith("fairness_") and key.endswith("_difference")):
             continue
-        body = key[len("fairness_"): -len("_difference")]
+        body = key[len("fairness_") : -len("_difference")]
         for metric in GAP_METRICS:
             if body.endswith("_" + metric):
                 gaps.setdefault(body[: -len(metric) - 1], {})[metric] = float(value)
@@ -111,18 +120,25 @@ def promote(settings: Settings, *, name: str, version: str) -> GateDecision:
     client.set_registered_model_alias(name, CHALLENGER, version)
 
     champion = _current_champion(client, name)
-    features, y_test = load_test_set(client, run_id=model_version.run_id)
+    run_id = model_version.run_id
+    if run_id is None:
+        raise NotFoundError(
+            f"registered model {name} version {version} has no run; it cannot be evaluated for promotion"
+        )
+    features, y_test = load_test_set(client, run_id=run_id)
     challenger_auroc = _auroc_of(f"models:/{name}/{version}", features, y_test)
     champion_auroc = None
     if champion is not None and champion.version != version:
         champion_auroc = _auroc_of(f"models:/{name}@{CHAMPION}", features, y_test)
 
-    run_metrics = client.get_run(model_version.run_id).data.metrics
+    run_metrics = client.get_run(run_id).data.metrics
     decision = decide(
-        challenger_auroc=challenger_auroc, champion_auroc=champion_auroc,
+        challenger_auroc=challenger_auroc,
+        champion_auroc=champion_auroc,
         champion_version=None if champion is None or champion.version == version else champion.version,
         fairness_gaps=fairness_gaps_from_metrics(run_metrics),
-        gate_attributes=settings.train_fairness_gate_attributes, gap_limits=settings.train_fairness_gap_limits,
+        gate_attributes=settings.train_fairness_gate_attributes,
+        gap_limits=settings.train_fairness_gap_limits,
     )
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)

@@ -29,7 +29,7 @@ from training.model import FeatureTypes, raw_margin
 PROBABILITY_COLUMN = "readmission_probability"
 
 
-class ReadmissionModel(mlflow.pyfunc.PythonModel):
+class ReadmissionModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mlflow loads pyfunc lazily
     """Return a one-column frame, ``readmission_probability``, the calibrated 30-day readmission probability."""
 
     def load_context(self, context: Any) -> None:

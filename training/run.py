@@ -20,6 +20,8 @@ def load_training_frame(settings: Settings, *, feature_service: str, uci_zip: Pa
             raise InvalidInputError(f"--uci-zip only applies to readmission_uci_v1, not {feature_service}")
         from ingestion.uci.adapter import load_uci
 
+        if settings.pseudonym_key is None:
+            raise InvalidInputError("HEALTHFLOW_PSEUDONYM_KEY is not set; the UCI patient ids cannot be pseudonymised")
         return load_uci(uci_zip, settings.pseudonym_key.get_secret_value().encode("utf-8"))
 
     from ingestion.featurizer.training_set import get_training_frame
@@ -28,7 +30,11 @@ def load_training_frame(settings: Settings, *, feature_service: str, uci_zip: Pa
 
 
 def run_training(
-    settings: Settings, *, feature_service: str, uci_zip: Path | None = None, model_name: str | None = None,
+    settings: Settings,
+    *,
+    feature_service: str,
+    uci_zip: Path | None = None,
+    model_name: str | None = None,
     promote_after: bool = False,
 ) -> dict[str, Any]:
     """Train, log and register one model; return a JSON-ready summary (metrics, version, timings)."""

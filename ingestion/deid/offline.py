@@ -109,7 +109,7 @@ def entry_id(full_url: str | None, resource: dict[str, Any]) -> str | None:
     if isinstance(resource.get("id"), str):
         return resource["id"]
     if isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
-        return full_url[len("urn:uuid:"):]
+        return full_url[len("urn:uuid:") :]
     return None
 
 

@@ -119,9 +119,7 @@ def _check_path(resource_type: str, path: str, *, source: str) -> None:
     parent = resource_type
     for part in parts:
         if part == "modifierExtension":
-            raise RulesError(
-                f"{source}: {resource_type}.{path}: a modifierExtension cannot be kept by the allowlist"
-            )
+            raise RulesError(f"{source}: {resource_type}.{path}: a modifierExtension cannot be kept by the allowlist")
         found = element_type(parent, part)
         if found is None:
             raise RulesError(f"{source}: {resource_type}.{path}: {parent} has no element `{part}` in FHIR R4")

@@ -151,8 +151,11 @@ def _collect_person(identifiers: IdentifierSet, content: dict[str, Any]) -> None
         for line in address.get("line") or []:
             identifiers.add(line, "address line")
     for contact in content.get("contact") or []:
-        _collect_person(identifiers, {key: contact.get(key) for key in ("telecom", "address")}
-                        | {"name": [contact["name"]] if isinstance(contact.get("name"), dict) else []})
+        _collect_person(
+            identifiers,
+            {key: contact.get(key) for key in ("telecom", "address")}
+            | {"name": [contact["name"]] if isinstance(contact.get("name"), dict) else []},
+        )
 
 
 def _rows_of_database(connection: psycopg.Connection, database: str) -> Iterator[tuple[str, str]]:
@@ -210,18 +213,27 @@ def scan_topics(settings: Settings, identifiers: IdentifierSet, *, timeout_secon
     prefix = settings.kafka_topic_prefix
     topics = sorted(name for name in metadata.topics if name.startswith(prefix) and not name.startswith("__"))
     deid_topic = settings.topic("fhir.deid")
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "group.id": "healthflow-privacy-scan",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": "healthflow-privacy-scan",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     hits: list[Hit] = []
     try:
         for topic in topics:
             for partition in metadata.topics[topic].partitions:
-                hits.extend(_scan_partition(consumer, TopicPartition(topic, partition), identifiers,
-                                            birth_dates=topic == deid_topic, timeout_seconds=timeout_seconds))
+                hits.extend(
+                    _scan_partition(
+                        consumer,
+                        TopicPartition(topic, partition),
+                        identifiers,
+                        birth_dates=topic == deid_topic,
+                        timeout_seconds=timeout_seconds,
+                    )
+                )
     finally:
         consumer.close()
     return hits
@@ -241,8 +253,13 @@ def _scan_partition(
     while position < high:
         messages = consumer.consume(1000, timeout=timeout_seconds)
         if not messages:
-            logger.warning("privacy scan stopped reading %s[%d] at offset %d of %d: timed out",
-                           partition.topic, partition.partition, position, high)
+            logger.warning(
+                "privacy scan stopped reading %s[%d] at offset %d of %d: timed out",
+                partition.topic,
+                partition.partition,
+                position,
+                high,
+            )
             hits.append(Hit(f"topic {partition.topic}[{partition.partition}]", "not fully read (timed out)"))
             break
         for message in messages:

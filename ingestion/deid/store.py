@@ -106,8 +106,12 @@ def store_deidentified(
             " %(version)s, %(patient_pseudonym)s, %(content)s, %(content_hash)s, %(batch_id)s)"
             " ON CONFLICT (raw_id, profile) DO NOTHING",
             [
-                {**record, "profile": profile, "content": Jsonb(record["content"]),
-                 "content_hash": content_hash(record["content"])}
+                {
+                    **record,
+                    "profile": profile,
+                    "content": Jsonb(record["content"]),
+                    "content_hash": content_hash(record["content"]),
+                }
                 for record in records
             ],
         )
@@ -118,8 +122,14 @@ def store_deidentified(
     ).fetchall()
     return {
         row[1]: StoredDeid(
-            deid_id=row[0], raw_id=row[1], resource_type=row[2], pseudo_id=row[3], version=row[4],
-            patient_pseudonym=row[5], batch_id=row[6], content=orjson.loads(row[7]),
+            deid_id=row[0],
+            raw_id=row[1],
+            resource_type=row[2],
+            pseudo_id=row[3],
+            version=row[4],
+            patient_pseudonym=row[5],
+            batch_id=row[6],
+            content=orjson.loads(row[7]),
         )
         for row in rows
     }

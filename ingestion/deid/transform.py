@@ -32,20 +32,46 @@ DATE_TYPES = frozenset({"date", "dateTime", "instant"})
 # Primitive types kept inside a kept subtree: codes, numbers, flags, uris and (shifted) dates. Free text
 # (string, markdown) and raw ids (id, oid, uuid) are kept only where a rule names them explicitly.
 AUTO_KEPT_PRIMITIVES = frozenset(
-    {"boolean", "integer", "integer64", "decimal", "positiveInt", "unsignedInt", "code", "uri", "url", "canonical",
-     "time"}
+    {
+        "boolean",
+        "integer",
+        "integer64",
+        "decimal",
+        "positiveInt",
+        "unsignedInt",
+        "code",
+        "uri",
+        "url",
+        "canonical",
+        "time",
+    }
 )
-_QUANTITY = {"value": KEEP_SUBTREE, "comparator": KEEP_SUBTREE, "unit": KEEP_SUBTREE, "system": KEEP_SUBTREE,
-             "code": KEEP_SUBTREE}
+_QUANTITY = {
+    "value": KEEP_SUBTREE,
+    "comparator": KEEP_SUBTREE,
+    "unit": KEEP_SUBTREE,
+    "system": KEEP_SUBTREE,
+    "code": KEEP_SUBTREE,
+}
 # Children kept for a datatype that a rule keeps whole. Datatypes not listed keep every child by its type.
 DATATYPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "Coding": {"system": KEEP_SUBTREE, "version": KEEP_SUBTREE, "code": KEEP_SUBTREE, "display": KEEP_SUBTREE,
-               "userSelected": KEEP_SUBTREE},
+    "Coding": {
+        "system": KEEP_SUBTREE,
+        "version": KEEP_SUBTREE,
+        "code": KEEP_SUBTREE,
+        "display": KEEP_SUBTREE,
+        "userSelected": KEEP_SUBTREE,
+    },
     "CodeableConcept": {"coding": KEEP_SUBTREE, "text": KEEP_SUBTREE},
     "Reference": {"reference": KEEP_SUBTREE, "type": KEEP_SUBTREE},
     "Identifier": {"use": KEEP_SUBTREE, "type": KEEP_SUBTREE, "system": KEEP_SUBTREE, "value": KEEP_SUBTREE},
-    "Quantity": _QUANTITY, "Age": _QUANTITY, "Duration": _QUANTITY, "Count": _QUANTITY, "Distance": _QUANTITY,
-    "SimpleQuantity": _QUANTITY, "MoneyQuantity": _QUANTITY,
+    "Quantity": _QUANTITY,
+    "Age": _QUANTITY,
+    "Duration": _QUANTITY,
+    "Count": _QUANTITY,
+    "Distance": _QUANTITY,
+    "SimpleQuantity": _QUANTITY,
+    "MoneyQuantity": _QUANTITY,
     "Money": {"value": KEEP_SUBTREE, "currency": KEEP_SUBTREE},
     "Period": {"start": KEEP_SUBTREE, "end": KEEP_SUBTREE},
 }
@@ -215,7 +241,7 @@ def _reference_target(
 ) -> tuple[str, str] | None:
     """Return (resource type, id) of a literal reference, or None when the type cannot be determined."""
     if reference.startswith("urn:uuid:"):
-        uuid = reference[len("urn:uuid:"):]
+        uuid = reference[len("urn:uuid:") :]
         resource_type = resolve(reference) if resolve is not None else None
         if resource_type is None and len(targets) == 1 and targets[0] != "Resource":
             resource_type = targets[0]

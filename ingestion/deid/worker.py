@@ -214,10 +214,14 @@ class DeidWorker:
                 raw_id = int(envelope.payload["raw_id"])
                 row = rows.get(raw_id)
                 if row is None:
-                    failures.append(self._failure(
-                        f"raw row {raw_id} not found in raw.resources", raw_id=raw_id, key=envelope.key,
-                        resource_type=str(envelope.payload.get("resource_type", "")),
-                    ))
+                    failures.append(
+                        self._failure(
+                            f"raw row {raw_id} not found in raw.resources",
+                            raw_id=raw_id,
+                            key=envelope.key,
+                            resource_type=str(envelope.payload.get("resource_type", "")),
+                        )
+                    )
                 else:
                     found.append(row)
 
@@ -229,43 +233,70 @@ class DeidWorker:
                 else:
                     if value.startswith("unexpected "):
                         logger.error("%s on raw row %d (%s)", value, row.raw_id, row.resource_type)
-                    failures.append(self._failure(
-                        value, raw_id=row.raw_id, key=self._event_key(row), resource_type=row.resource_type
-                    ))
+                    failures.append(
+                        self._failure(
+                            value, raw_id=row.raw_id, key=self._event_key(row), resource_type=row.resource_type
+                        )
+                    )
 
             stored = store_deidentified(connection, records, profile=self.profile)
             counted = record_dropped(connection, dropped_rows, profile=self.profile)
             dead_letters = [
-                (failure, record_dead_letter(
-                    connection, source=self.settings.topic(FHIR_RAW), reason=failure.reason,
-                    dedup_key=failure.dedup_key, details=failure.details,
-                ))
+                (
+                    failure,
+                    record_dead_letter(
+                        connection,
+                        source=self.settings.topic(FHIR_RAW),
+                        reason=failure.reason,
+                        dedup_key=failure.dedup_key,
+                        details=failure.details,
+                    ),
+                )
                 for failure in failures
             ]
 
         for deid in stored.values():
-            self._send(producer, tracker, self._deid_topic, Envelope(
-                event_type=EVENT_DEID_STORED,
-                key=deid.patient_pseudonym or deid.pseudo_id,
-                source=STAGE,
-                payload={
-                    "deid_id": deid.deid_id, "raw_id": deid.raw_id, "resource_type": deid.resource_type,
-                    "pseudo_id": deid.pseudo_id, "version": deid.version, "batch_id": deid.batch_id,
-                    "profile": self.profile, "resource": deid.content,
-                },
-            ))
+            self._send(
+                producer,
+                tracker,
+                self._deid_topic,
+                Envelope(
+                    event_type=EVENT_DEID_STORED,
+                    key=deid.patient_pseudonym or deid.pseudo_id,
+                    source=STAGE,
+                    payload={
+                        "deid_id": deid.deid_id,
+                        "raw_id": deid.raw_id,
+                        "resource_type": deid.resource_type,
+                        "pseudo_id": deid.pseudo_id,
+                        "version": deid.version,
+                        "batch_id": deid.batch_id,
+                        "profile": self.profile,
+                        "resource": deid.content,
+                    },
+                ),
+            )
         for failure, (dead_letter_id, is_new) in dead_letters:
             if is_new:
                 logger.warning(
                     "resource not de-identified, sent to the dead letter %d: %s", dead_letter_id, failure.reason
                 )
-            self._send(producer, tracker, self._dead_letter_topic, Envelope(
-                event_type=EVENT_DEAD_LETTER,
-                key=failure.key,
-                source=STAGE,
-                payload={"stage": STAGE, "reason": failure.reason, "dead_letter_id": dead_letter_id,
-                         **{name: value for name, value in failure.details.items() if name != "dedup_key"}},
-            ))
+            self._send(
+                producer,
+                tracker,
+                self._dead_letter_topic,
+                Envelope(
+                    event_type=EVENT_DEAD_LETTER,
+                    key=failure.key,
+                    source=STAGE,
+                    payload={
+                        "stage": STAGE,
+                        "reason": failure.reason,
+                        "dead_letter_id": dead_letter_id,
+                        **{name: value for name, value in failure.details.items() if name != "dedup_key"},
+                    },
+                ),
+            )
         flush_or_raise(producer, tracker)
 
         self.stats.events += len(messages)
@@ -277,7 +308,10 @@ class DeidWorker:
         self.stats.batches += 1
         logger.info(
             "deid batch: %d events, %d stored, %d dropped, %d dead-lettered",
-            len(messages), len(stored), len(dropped_rows), len(failures),
+            len(messages),
+            len(stored),
+            len(dropped_rows),
+            len(failures),
         )
 
     def _parse(self, message: Message, failures: list[_Failure]) -> Envelope | None:
@@ -285,18 +319,26 @@ class DeidWorker:
         try:
             envelope = Envelope.from_bytes(message.value() or b"")
         except ValueError:
-            failures.append(_Failure(
-                reason=f"event at {where} is not a valid event envelope",
-                dedup_key=f"event:{where}", details={"event": where}, key="deid-unreadable",
-            ))
+            failures.append(
+                _Failure(
+                    reason=f"event at {where} is not a valid event envelope",
+                    dedup_key=f"event:{where}",
+                    details={"event": where},
+                    key="deid-unreadable",
+                )
+            )
             return None
         if envelope.event_type != EVENT_RAW_STORED:
             return None  # other event types on the topic are not ours to handle
         if not isinstance(envelope.payload.get("raw_id"), int):
-            failures.append(_Failure(
-                reason=f"event at {where} has no integer raw_id", dedup_key=f"event:{where}",
-                details={"event": where}, key=envelope.key,
-            ))
+            failures.append(
+                _Failure(
+                    reason=f"event at {where} has no integer raw_id",
+                    dedup_key=f"event:{where}",
+                    details={"event": where},
+                    key=envelope.key,
+                )
+            )
             return None
         return envelope
 
@@ -311,7 +353,7 @@ class DeidWorker:
     def _known_types(self, connection: Any, rows: dict[int, RawRow]) -> dict[str, str]:
         """Map every ``urn:uuid:`` reference in the batch to the type of the raw resource it names."""
         wanted = {reference for row in rows.values() for reference in row.urn_references}
-        by_id = resource_types_by_id(connection, sorted(reference[len("urn:uuid:"):] for reference in wanted))
+        by_id = resource_types_by_id(connection, sorted(reference[len("urn:uuid:") :] for reference in wanted))
         known = {f"urn:uuid:{resource_id}": resource_type for resource_id, resource_type in by_id.items()}
         for row in rows.values():
             if row.patient_id:
@@ -320,8 +362,12 @@ class DeidWorker:
 
     def _deidentify_rows(self, rows: list[RawRow], known_types: dict[str, str]) -> list[tuple[str, Any]]:
         tasks = [
-            (row.content, row.resource_id, row.patient_id,
-             {reference: known_types[reference] for reference in row.urn_references if reference in known_types})
+            (
+                row.content,
+                row.resource_id,
+                row.patient_id,
+                {reference: known_types[reference] for reference in row.urn_references if reference in known_types},
+            )
             for row in rows
         ]
         if self._pool is None or len(tasks) < 2:

@@ -64,8 +64,9 @@ def test_scan_reports_each_planted_leak(scan_settings: Settings) -> None:
     (scan_settings.state_dir / "logs" / "worker.log").write_text(f"line one\nssn {ssn}\n", encoding="utf-8")
     producer = make_producer(scan_settings)
     tracker = DeliveryTracker()
-    producer.produce(scan_settings.topic(FHIR_DEID), key=b"k", value=f'{{"id": "{patient["id"]}"}}'.encode(),
-                     on_delivery=tracker)
+    producer.produce(
+        scan_settings.topic(FHIR_DEID), key=b"k", value=f'{{"id": "{patient["id"]}"}}'.encode(), on_delivery=tracker
+    )
     flush_or_raise(producer, tracker)
 
     hits = [str(hit) for hit in run_scan(scan_settings).hits]

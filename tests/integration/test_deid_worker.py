@@ -44,7 +44,7 @@ def patient_of(resource: dict[str, Any]) -> str | None:
     for name in ("subject", "patient", "beneficiary"):
         reference = (resource.get(name) or {}).get("reference", "")
         if reference.startswith("urn:uuid:"):
-            return reference[len("urn:uuid:"):]
+            return reference[len("urn:uuid:") :]
     return None
 
 
@@ -59,8 +59,14 @@ def load_raw(settings: Settings, resources: list[dict[str, Any]], *, batch_id: s
                 "INSERT INTO raw.resources (resource_type, resource_id, version, patient_id, content, content_hash,"
                 " source, source_ref, batch_id) VALUES (%s, %s, 1, %s, %s, %s, 'test', 'test', %s)"
                 " ON CONFLICT (resource_type, resource_id, content_hash) DO UPDATE SET source = 'test' RETURNING id",
-                (resource["resourceType"], resource["id"], patient_of(resource), content,
-                 hashlib.sha256(content.encode()).hexdigest(), batch_id),
+                (
+                    resource["resourceType"],
+                    resource["id"],
+                    patient_of(resource),
+                    content,
+                    hashlib.sha256(content.encode()).hexdigest(),
+                    batch_id,
+                ),
             ).fetchone()
             raw_ids.append(row[0])
     producer = make_producer(settings)
@@ -71,8 +77,13 @@ def load_raw(settings: Settings, resources: list[dict[str, Any]], *, batch_id: s
             event_type="fhir.raw.stored",
             key=patient_pseudonym(key, patient) if patient else "no-patient",
             source="test",
-            payload={"raw_id": raw_id, "resource_type": resource["resourceType"], "version": 1,
-                     "batch_id": batch_id, "source": "test"},
+            payload={
+                "raw_id": raw_id,
+                "resource_type": resource["resourceType"],
+                "version": 1,
+                "batch_id": batch_id,
+                "source": "test",
+            },
         )
         producer.produce(settings.topic(FHIR_RAW), key=envelope.key, value=envelope.to_bytes(), on_delivery=tracker)
     flush_or_raise(producer, tracker)
@@ -80,8 +91,9 @@ def load_raw(settings: Settings, resources: list[dict[str, Any]], *, batch_id: s
 
 
 def read_topic(settings: Settings, name: str) -> list[Envelope]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "test-reader",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "test-reader", "enable.auto.commit": False}
+    )
     events = []
     try:
         metadata = consumer.list_topics(settings.topic(name), timeout=10)
@@ -150,13 +162,28 @@ def test_replay_adds_no_row_and_republishes_same_content(settings: Settings) -> 
 
 
 def test_failures_go_to_dead_letter_once(settings: Settings) -> None:
-    bad = {"resourceType": "Observation", "id": "bad-1", "status": "final", "code": {"text": "pulse"},
-           "subject": {"reference": "Patient/p-1"},
-           "modifierExtension": [{"url": "http://example.org/negated", "valueBoolean": True}]}
-    unknown_type = {"resourceType": "DocumentReference", "id": "doc-1", "status": "current",
-                    "content": [{"attachment": {"title": "letter"}}]}
-    good = {"resourceType": "Observation", "id": "good-1", "status": "final", "code": {"text": "pulse"},
-            "subject": {"reference": "Patient/p-1"}, "effectiveDateTime": "2015-02-02T08:00:00+00:00"}
+    bad = {
+        "resourceType": "Observation",
+        "id": "bad-1",
+        "status": "final",
+        "code": {"text": "pulse"},
+        "subject": {"reference": "Patient/p-1"},
+        "modifierExtension": [{"url": "http://example.org/negated", "valueBoolean": True}],
+    }
+    unknown_type = {
+        "resourceType": "DocumentReference",
+        "id": "doc-1",
+        "status": "current",
+        "content": [{"attachment": {"title": "letter"}}],
+    }
+    good = {
+        "resourceType": "Observation",
+        "id": "good-1",
+        "status": "final",
+        "code": {"text": "pulse"},
+        "subject": {"reference": "Patient/p-1"},
+        "effectiveDateTime": "2015-02-02T08:00:00+00:00",
+    }
     load_raw(settings, [bad, unknown_type, good], batch_id="b-1")
 
     DeidWorker(settings).run(idle_exit_seconds=3)

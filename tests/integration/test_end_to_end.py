@@ -108,7 +108,13 @@ def test_sample_flows_through_every_stage(settings: Settings, tmp_path: Path) ->
 
     # Training: a registered version that becomes champion (the first version of a new model has no rival).
     healthflow(
-        environment, "train", "--feature-service", "readmission_fhir_v1", "--model-name", model_name, "--promote",
+        environment,
+        "train",
+        "--feature-service",
+        "readmission_fhir_v1",
+        "--model-name",
+        model_name,
+        "--promote",
         allowed=(0, 3),
     )
     client = MlflowClient(settings.mlflow_tracking_uri)

@@ -53,8 +53,13 @@ def test_file_command_reads_and_writes_ndjson(tmp_path: Path) -> None:
 
 def test_file_command_exits_1_when_resource_fails(tmp_path: Path) -> None:
     source = tmp_path / "in.ndjson"
-    bad = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
-           "effectiveDateTime": "2019-02-30"}
+    bad = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "x"},
+        "effectiveDateTime": "2019-02-30",
+    }
     source.write_text(json.dumps(bad) + "\n", encoding="utf-8")
 
     result = CliRunner().invoke(app, ["deid", "file", str(source), str(tmp_path / "out.ndjson")])

@@ -39,10 +39,14 @@ def hidden_bundle() -> dict:
         "id": PATIENT_UUID,
         "text": {"status": "generated", "div": xhtml(SECRETS["narrative name"])},
         "extension": [
-            {"url": "http://example.org/fhir/StructureDefinition/legacy-id",
-             "valueIdentifier": {"system": "http://example.org/mrn", "value": SECRETS["extension identifier"]}},
-            {"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
-             "valueString": SECRETS["maiden name"]},
+            {
+                "url": "http://example.org/fhir/StructureDefinition/legacy-id",
+                "valueIdentifier": {"system": "http://example.org/mrn", "value": SECRETS["extension identifier"]},
+            },
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+                "valueString": SECRETS["maiden name"],
+            },
             {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex", "valueCode": "F"},
         ],
         "name": [{"family": SECRETS["family"], "given": ["Zebulon"]}],
@@ -74,12 +78,20 @@ def hidden_bundle() -> dict:
         "resourceType": "ExplanationOfBenefit",
         "id": "eob-hidden-1",
         "contained": [
-            {"resourceType": "Patient", "id": "subscriber",
-             "telecom": [{"system": "phone", "value": SECRETS["contained phone"]}],
-             "name": [{"text": SECRETS["name"]}]},
-            {"resourceType": "Coverage", "id": "coverage", "status": "active",
-             "beneficiary": {"reference": f"urn:uuid:{PATIENT_UUID}"}, "payor": [{"display": "private"}],
-             "subscriber": {"reference": "#subscriber"}},
+            {
+                "resourceType": "Patient",
+                "id": "subscriber",
+                "telecom": [{"system": "phone", "value": SECRETS["contained phone"]}],
+                "name": [{"text": SECRETS["name"]}],
+            },
+            {
+                "resourceType": "Coverage",
+                "id": "coverage",
+                "status": "active",
+                "beneficiary": {"reference": f"urn:uuid:{PATIENT_UUID}"},
+                "payor": [{"display": "private"}],
+                "subscriber": {"reference": "#subscriber"},
+            },
         ],
         "status": "active",
         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "institutional"}]},
@@ -95,9 +107,14 @@ def hidden_bundle() -> dict:
     return {
         "resourceType": "Bundle",
         "type": "transaction",
-        "entry": [{"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource,
-                   "request": {"method": "POST", "url": resource["resourceType"]}}
-                  for resource in (patient, encounter, observation, benefit)],
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{resource['id']}",
+                "resource": resource,
+                "request": {"method": "POST", "url": resource["resourceType"]},
+            }
+            for resource in (patient, encounter, observation, benefit)
+        ],
     }
 
 
@@ -105,8 +122,13 @@ def test_hidden_identifiers_do_not_survive(tmp_path: Path) -> None:
     source = tmp_path / "hidden.json"
     source.write_text(json.dumps(hidden_bundle()), encoding="utf-8")
     target = tmp_path / "deid.json"
-    config = DeidConfig(key=b"hidden-test-key", profile="pseudonymised", shift_min_days=30, shift_max_days=365,
-                        age_reference_date=date(2019, 1, 1))
+    config = DeidConfig(
+        key=b"hidden-test-key",
+        profile="pseudonymised",
+        shift_min_days=30,
+        shift_max_days=365,
+        age_reference_date=date(2019, 1, 1),
+    )
 
     report = deidentify_file(Deidentifier(load_rules(), config), source, target)
 
@@ -123,8 +145,13 @@ def test_hidden_bundle_output_is_valid_and_linked(tmp_path: Path) -> None:
     source = tmp_path / "hidden.json"
     source.write_text(json.dumps(hidden_bundle()), encoding="utf-8")
     target = tmp_path / "deid.json"
-    config = DeidConfig(key=b"hidden-test-key", profile="pseudonymised", shift_min_days=30, shift_max_days=365,
-                        age_reference_date=date(2019, 1, 1))
+    config = DeidConfig(
+        key=b"hidden-test-key",
+        profile="pseudonymised",
+        shift_min_days=30,
+        shift_max_days=365,
+        age_reference_date=date(2019, 1, 1),
+    )
     deidentify_file(Deidentifier(load_rules(), config), source, target)
 
     bundle = json.loads(target.read_text(encoding="utf-8"))

@@ -17,7 +17,9 @@ def test_default_rules_load() -> None:
     assert "Patient" in rules.resources
     assert rules.resources["Encounter"]["period"] is KEEP_SUBTREE
     assert rules.resources["Encounter"]["hospitalization"] == {
-        "admitSource": True, "reAdmission": True, "dischargeDisposition": True,
+        "admitSource": True,
+        "reAdmission": True,
+        "dischargeDisposition": True,
     }
     assert "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race" in rules.extensions
     assert "036" in rules.zip3_restricted_prefixes

@@ -23,8 +23,13 @@ DATE_VALUE = re.compile(r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+([+-]\d{2}:\d{2}|Z))?$")
 
 
 def make_deidentifier(profile: str = "pseudonymised", reference: date = date(2019, 6, 1)) -> Deidentifier:
-    config = DeidConfig(key=KEY, profile=profile, shift_min_days=30, shift_max_days=365,  # type: ignore[arg-type]
-                        age_reference_date=reference)
+    config = DeidConfig(
+        key=KEY,
+        profile=profile,
+        shift_min_days=30,
+        shift_max_days=365,  # type: ignore[arg-type]
+        age_reference_date=reference,
+    )
     return Deidentifier(RULES, config)
 
 
@@ -132,11 +137,23 @@ def test_patient_keeps_only_allowed_elements(sample) -> None:
     _, results, _ = sample[0]
     patient = next(result.resource for result in results if result.resource_type == "Patient")
     assert set(patient) <= {
-        "resourceType", "id", "meta", "extension", "identifier", "gender", "birthDate", "deceasedDateTime",
-        "address", "maritalStatus", "multipleBirthBoolean", "communication",
+        "resourceType",
+        "id",
+        "meta",
+        "extension",
+        "identifier",
+        "gender",
+        "birthDate",
+        "deceasedDateTime",
+        "address",
+        "maritalStatus",
+        "multipleBirthBoolean",
+        "communication",
     }
     assert {extension["url"].rsplit("/", 1)[1] for extension in patient["extension"]} == {
-        "us-core-race", "us-core-ethnicity", "us-core-birthsex",
+        "us-core-race",
+        "us-core-ethnicity",
+        "us-core-birthsex",
     }
     assert all(set(address) <= {"state", "country", "postalCode"} for address in patient["address"])
     assert all(len(address.get("postalCode", "123")) == 3 for address in patient["address"])
@@ -144,12 +161,21 @@ def test_patient_keeps_only_allowed_elements(sample) -> None:
 
 def test_reference_forms_share_pseudonym() -> None:
     deidentifier = make_deidentifier()
-    forms = ["Patient/abc-1", "https://fhir.example.org/base/Patient/abc-1", "urn:uuid:abc-1",
-             "Patient/abc-1/_history/3"]
+    forms = [
+        "Patient/abc-1",
+        "https://fhir.example.org/base/Patient/abc-1",
+        "urn:uuid:abc-1",
+        "Patient/abc-1/_history/3",
+    ]
     expected = f"Patient/{pseudonymise(KEY, 'Patient', 'abc-1')}"
     for form in forms:
-        observation = {"resourceType": "Observation", "id": "o1", "status": "final",
-                       "code": {"text": "x"}, "subject": {"reference": form}}
+        observation = {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": form},
+        }
         result = deidentifier.deidentify(observation, resolve={"urn:uuid:abc-1": "Patient"}.get)
         assert result.resource["subject"]["reference"] == expected
         assert result.patient_pseudonym == pseudonymise(KEY, "Patient", "abc-1")
@@ -158,38 +184,64 @@ def test_reference_forms_share_pseudonym() -> None:
 
 
 def test_unresolvable_urn_uuid_fails_closed() -> None:
-    claim_provider = {"resourceType": "Encounter", "id": "e1", "status": "finished",
-                      "class": {"code": "AMB"}, "serviceProvider": {"reference": "urn:uuid:org-1"},
-                      "participant": [{"individual": {"reference": "urn:uuid:who-1"}}]}
+    claim_provider = {
+        "resourceType": "Encounter",
+        "id": "e1",
+        "status": "finished",
+        "class": {"code": "AMB"},
+        "serviceProvider": {"reference": "urn:uuid:org-1"},
+        "participant": [{"individual": {"reference": "urn:uuid:who-1"}}],
+    }
     with pytest.raises(DeidentificationError, match="participant.individual"):
         make_deidentifier().deidentify(claim_provider)
 
 
 def test_conditional_reference_fails_closed() -> None:
-    observation = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
-                   "subject": {"reference": "Patient?identifier=http://x|123"}}
+    observation = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": "Patient?identifier=http://x|123"},
+    }
     with pytest.raises(DeidentificationError, match="conditional"):
         make_deidentifier().deidentify(observation)
 
 
 def test_modifier_extension_fails_closed() -> None:
-    observation = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
-                   "modifierExtension": [{"url": "http://example.org/negated", "valueBoolean": True}]}
+    observation = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "x"},
+        "modifierExtension": [{"url": "http://example.org/negated", "valueBoolean": True}],
+    }
     with pytest.raises(DeidentificationError, match="modifierExtension"):
         make_deidentifier().deidentify(observation)
 
 
 def test_unknown_element_in_kept_subtree_fails_closed() -> None:
-    request = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
-               "medicationCodeableConcept": {"text": "x"}, "subject": {"reference": "Patient/p1"},
-               "dosageInstruction": [{"sequence": 1, "patientName": "x"}]}
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "m1",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {"text": "x"},
+        "subject": {"reference": "Patient/p1"},
+        "dosageInstruction": [{"sequence": 1, "patientName": "x"}],
+    }
     with pytest.raises(DeidentificationError, match=r"dosageInstruction\.patientName"):
         make_deidentifier().deidentify(request)
 
 
 def test_unknown_element_outside_allowlist_is_dropped() -> None:
-    observation = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
-                   "valueQuantity": {"value": 1, "patientName": "x"}}
+    observation = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "x"},
+        "valueQuantity": {"value": 1, "patientName": "x"},
+    }
     result = make_deidentifier().deidentify(observation)
     assert result.resource["valueQuantity"] == {"value": 1}
 
@@ -230,7 +282,7 @@ def test_patient_over_90_gets_year_band() -> None:
     birth = result.resource["birthDate"]
     assert re.fullmatch(r"\d{4}", birth)
     shift = date_shift_days(KEY, "old-1", min_days=30, max_days=365)
-    shifted_reference_year = (date(2019, 6, 1).toordinal() + shift)
+    shifted_reference_year = date(2019, 6, 1).toordinal() + shift
     assert int(birth) == date.fromordinal(shifted_reference_year).year - 90
 
 
@@ -260,8 +312,10 @@ def test_safe_harbor_keeps_years_only(sample) -> None:
 
 
 def test_restricted_zip_becomes_000() -> None:
-    patient = patient_born("1990-01-01", address=[{"postalCode": "03601", "state": "NH", "country": "US",
-                                                   "city": "Somewhere", "line": ["1 Main St"]}])
+    patient = patient_born(
+        "1990-01-01",
+        address=[{"postalCode": "03601", "state": "NH", "country": "US", "city": "Somewhere", "line": ["1 Main St"]}],
+    )
     result = make_deidentifier().deidentify(patient)
     assert result.resource["address"] == [{"postalCode": "000", "state": "NH", "country": "US"}]
 
@@ -277,7 +331,6 @@ def test_identifier_pseudonym_is_keyed_by_system() -> None:
     result = make_deidentifier().deidentify(patient)
     expected = pseudonymise(KEY, "identifier|http://hl7.org/fhir/sid/us-ssn", "999-1")
     assert result.resource["identifier"] == [{"system": "http://hl7.org/fhir/sid/us-ssn", "value": expected}]
-
 
 
 def test_config_rejects_inverted_shift_range() -> None:

@@ -50,8 +50,13 @@ def test_missing_attribute_value_becomes_unknown_group() -> None:
     y_true, probability, groups = _two_groups()
     groups = groups.where(groups.index % 7 != 0, None)
     report = fairness_report(
-        y_true=y_true, probability=probability, threshold=0.5, audit=pd.DataFrame({"race": groups}),
-        attributes=["race", "sex"], min_group_size=10, min_group_positives=5,
+        y_true=y_true,
+        probability=probability,
+        threshold=0.5,
+        audit=pd.DataFrame({"race": groups}),
+        attributes=["race", "sex"],
+        min_group_size=10,
+        min_group_positives=5,
     )
     assert "unknown" in report.by_group["race"].index
     assert "sex" not in report.gaps

@@ -120,9 +120,7 @@ def test_risk_levels_follow_validation_quantile() -> None:
 def test_calibrator_chosen_when_it_lowers_brier() -> None:
     y_true, probability = _calibrated_sample(6000)
     margin = 3 * np.log(probability / (1 - probability)) + 2  # badly scaled raw margin
-    choice = choose_calibrator(
-        margin=margin, y_true=y_true, groups=np.arange(len(y_true)) // 2, folds=5, seed=1
-    )
+    choice = choose_calibrator(margin=margin, y_true=y_true, groups=np.arange(len(y_true)) // 2, folds=5, seed=1)
     assert choice.calibrator.method in {"platt", "isotonic"}
     assert choice.validation_brier[choice.calibrator.method] < choice.validation_brier["none"]
     assert choice.calibrator.slope == pytest.approx(1 / 3, abs=0.1) or choice.calibrator.method == "isotonic"

@@ -39,7 +39,9 @@ def test_race_is_not_a_model_input(result: TrainingResult) -> None:
 def test_race_is_an_input_when_allowed() -> None:
     spec = dataclasses.replace(SPEC, split_by_time=False)
     allowed = train(
-        synthetic_frame(1200), spec=spec, settings=load_settings(train_use_race_as_feature=True, **FAST),
+        synthetic_frame(1200),
+        spec=spec,
+        settings=load_settings(train_use_race_as_feature=True, **FAST),
         explain_model=False,
     )
     assert "race" in allowed.types.names
@@ -82,7 +84,10 @@ def test_pyfunc_round_trip_same_probabilities(result: TrainingResult, tmp_path) 
     from training.tracking import model_metadata
 
     artifacts = write_model_files(
-        tmp_path / "files", model=result.model, types=result.types, calibrator=result.calibrator,
+        tmp_path / "files",
+        model=result.model,
+        types=result.types,
+        calibrator=result.calibrator,
         meta=model_metadata(result),
     )
     mlflow.pyfunc.save_model(tmp_path / "model", python_model=ReadmissionModel(), artifacts=artifacts)
@@ -108,5 +113,3 @@ def test_non_binary_label_rejected() -> None:
     spec = dataclasses.replace(SPEC, split_by_time=False)
     with pytest.raises(InvalidInputError, match="0 or 1"):
         train(frame, spec=spec, settings=load_settings(**FAST), explain_model=False)
-
-
