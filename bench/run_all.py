@@ -2,9 +2,8 @@
 
 Each benchmark is its own script (``bench/<stage>_bench.py OUTPUT.json``) run in its own process, so peak
 memory is measured per process. This runner writes ``results.json`` (every script's JSON, keyed by stage)
-and ``results.md`` (a table of the headline numbers) into the output folder, with the machine's core
-count and the load average at the start of each stage, because this machine's other work changes the
-numbers.
+and ``results.md`` (a table of the numbers) into the output folder. Both record the core count and the load
+average at the start of each stage, because other work on the machine changes the numbers.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 
-# (stage, script, extra arguments). deid runs on all 615 bundles, as the acceptance asks.
+# (stage, script, extra arguments). deid runs on all 615 bundles.
 STAGES = (
     ("ingest", "ingest_bench.py", []),
     ("deid", "deid_bench.py", ["--bundles", "615"]),

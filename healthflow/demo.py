@@ -2,8 +2,8 @@
 
 Each stage runs as the ``healthflow`` command a user would type, so the demo also checks the commands. The
 scoring service and the dashboard keep running afterwards (``healthflow stack down`` stops them too). The
-demo acts as a clinical system: it reads real patient ids from the sample Bundles and asks for scores by id;
-the platform pseudonymises them and stores none.
+demo acts as a clinical system: it reads real patient ids from the sample Bundles and requests scores by id.
+The platform pseudonymises them and stores none.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "data" / "sample"
 SYNTHEA = SAMPLE / "synthea"
 UCI_ZIP = SAMPLE / "uci-diabetes-130" / "dataset_diabetes.zip"
-# Bundles sent through the HTTP endpoint; the file source then ingests the whole folder, so these come back
-# as "unchanged" and show that re-ingesting the same content adds nothing.
+# Bundles sent through the HTTP endpoint. The file source then ingests the whole folder, so these come back
+# as "unchanged", which shows that ingesting the same content again adds nothing.
 HTTP_BUNDLES = 8
 SCORED_PATIENTS = 5
 FEATURE_SERVICES = ("readmission_uci_v1", "readmission_fhir_v1")
@@ -77,13 +77,15 @@ def wait_for_http(url: str, *, timeout_seconds: float, what: str) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise TimeoutError(f"{what} did not answer {url} within {timeout_seconds:.0f} s")
+    raise TimeoutError(
+        f"{what} did not return 200 from {url} within {timeout_seconds:.0f} s; see its log in .healthflow/logs"
+    )
 
 
 def start_service(
     settings: Settings, name: str, arguments: list[str], ready_url: str, *, timeout_seconds: float
 ) -> None:
-    """Start a long-running ``healthflow`` command in the background, unless it already answers."""
+    """Start a long-running ``healthflow`` command in the background, unless ``ready_url`` already returns 200."""
     try:
         if httpx.get(ready_url, timeout=3).status_code == 200:
             return
@@ -197,9 +199,11 @@ def print_summary(settings: Settings, record: DemoRecord) -> None:
     for name, seconds in record.steps:
         print(f"  {name:<46} {seconds:7.1f} s")
     print(f"  {'total':<46} {sum(seconds for _, seconds in record.steps):7.1f} s")
+
     print("\nCounts")
     for name, count in table_counts(settings).items():
         print(f"  {name:<46} {count:>8}")
+
     print("\nModels")
     for service in FEATURE_SERVICES:
         summary = record.facts.get(f"train {service}")
@@ -214,11 +218,19 @@ def print_summary(settings: Settings, record: DemoRecord) -> None:
             f"calibration slope {model['calibration_slope']:.2f}"
         )
         print(f"    promotion: {summary['promotion']['summary']}")
-    for key in ("bundles sent over HTTP", "patients scored", "scores (probability, risk level)", "champion (serving)"):
+    keys = (
+        "bundles sent over HTTP",
+        "patients scored",
+        "scores (probability, risk level)",
+        "champion (serving)",
+        "privacy scan exit status",
+    )
+    for key in keys:
         if key in record.facts:
             print(f"  {key}: {record.facts[key]}")
+
     print("\nWhere to look")
-    print(f"  MLflow UI        {settings.mlflow_tracking_uri}  (Models -> readmission_uci_v1 -> @champion)")
+    print(f"  MLflow UI        {settings.mlflow_tracking_uri}  (Models -> readmission_fhir_v1 -> @champion)")
     print(f"  Scoring API docs http://127.0.0.1:{SERVE_PORT}/docs")
     print("                   (token: uv run healthflow token create --scope score:read)")
     print(f"  Dashboard        http://127.0.0.1:{DASHBOARD_PORT}/?token=TOKEN")

@@ -1,7 +1,7 @@
 """The whole platform on the repository's sample, through the real services, as a user runs it.
 
-Each stage is the ``healthflow`` command run as a subprocess against this test's own database, Feast
-database and topic prefix; the checks follow the numbers from one stage to the next.
+Each stage is the ``healthflow`` command, run as a subprocess against this test's own database, Feast
+database and topic prefix. The checks follow the numbers from one stage to the next.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def test_sample_flows_through_every_stage(settings: Settings, tmp_path: Path) ->
         assert body["model"]["version"] == "1"
     assert count(settings, "SELECT count(*) FROM serving.predictions") == len(patient_ids)
 
-    # Monitoring: a report is written for the window that holds those scores.
+    # Monitoring: a report is written for the window that contains those scores.
     healthflow(environment, "monitor", "run", "--window", "1d", "--model-name", model_name, "--no-publish")
     reports = list((state_dir / "reports").rglob("*.html"))
     assert reports
