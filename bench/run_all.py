@@ -37,6 +37,9 @@ def run_stage(stage: str, script: str, extra: list[str], out_dir: Path) -> dict:
     print(f"=== {stage}: {script} {' '.join(extra)}", flush=True)
     completed = subprocess.run([sys.executable, str(BENCH_DIR / script), str(output), *extra], check=False)
     record = {
+        "started_at": datetime.fromtimestamp(time.time() - (time.monotonic() - started), UTC).isoformat(
+            timespec="seconds"
+        ),
         "exit_status": completed.returncode,
         "wall_seconds": round(time.monotonic() - started, 1),
         "load_average_at_start": round(load_before, 2),
@@ -70,8 +73,8 @@ def write_markdown(path: Path, summary: dict) -> None:
         lines += [
             f"## {stage}",
             "",
-            f"Exit status {record['exit_status']}, wall time {record['wall_seconds']} s, "
-            f"load average at start {record['load_average_at_start']}.",
+            f"Started {record.get('started_at', 'with the run')}; exit status {record['exit_status']}, "
+            f"wall time {record['wall_seconds']} s, load average at start {record['load_average_at_start']}.",
             "",
         ]
         rows: list[tuple[str, str]] = []
@@ -97,12 +100,17 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()},
         "stages": {},
     }
+    results_file = arguments.out / "results.json"
+    if arguments.only and results_file.exists():
+        # Stages not named in --only keep their earlier results; each keeps its own load average and date.
+        summary["stages"] = json.loads(results_file.read_text(encoding="utf-8")).get("stages", {})
     for stage, script, extra in STAGES:
         if arguments.only and stage not in arguments.only:
             continue
         summary["stages"][stage] = run_stage(stage, script, extra, arguments.out)
         (arguments.out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     write_markdown(arguments.out / "results.md", summary)
+
     failed = [stage for stage, record in summary["stages"].items() if record["exit_status"] != 0]
     print(f"results: {arguments.out / 'results.json'} and {arguments.out / 'results.md'}")
     print(f"failed stages: {failed or 'none'}")

@@ -210,6 +210,7 @@ def main() -> None:
     arguments = parser.parse_args()
 
     from bench.serve_setup import register_mechanics_model, synthetic_frame, write_feature_repo
+    from healthflow.db import apply_migrations, drop_database, ensure_database
     from healthflow.settings import load_settings
     from serving.tokens import create_token
     from tests.integration.serve_support import (
@@ -221,7 +222,11 @@ def main() -> None:
     )
 
     stack = load_settings()
-    settings = isolated_settings(stack, "bench")
+    # A migrated database to copy, as the test suite's template_database fixture makes one.
+    template = f"serve_bench_template_{os.getpid()}"
+    ensure_database(stack, template)
+    apply_migrations(stack, template)
+    settings = isolated_settings(stack, template, "bench")
     model_name = f"serve_bench_{settings.pg_database}"
     frame = synthetic_frame(arguments.patients, seed=5)
     workdir = Path(tempfile.mkdtemp(prefix="serve_bench_"))
@@ -264,6 +269,7 @@ def main() -> None:
         )
     finally:
         drop_isolated(stack, settings)
+        drop_database(stack, template)
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     arguments.output.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
