@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,18 +56,13 @@ def healthflow(*arguments: str, capture: bool = False, check: bool = True) -> su
     return subprocess.run(command, check=check, text=True, capture_output=capture, stdin=subprocess.DEVNULL)
 
 
-def timed(record: DemoRecord, name: str):
-    """Return a context manager that appends the wall time of a step to ``record``."""
-
-    class _Timer:
-        def __enter__(self) -> None:
-            self.start = time.monotonic()
-            print(f"\n=== {name}", flush=True)
-
-        def __exit__(self, *exc: object) -> None:
-            record.steps.append((name, time.monotonic() - self.start))
-
-    return _Timer()
+@contextmanager
+def timed(record: DemoRecord, name: str) -> Iterator[None]:
+    """Print the step's name, run it, then append its wall time in seconds to ``record``."""
+    print(f"\n=== {name}", flush=True)
+    started = time.monotonic()
+    yield
+    record.steps.append((name, time.monotonic() - started))
 
 
 def wait_for_http(url: str, *, timeout_seconds: float, what: str) -> None:
@@ -143,8 +140,8 @@ def table_counts(settings: Settings) -> dict[str, int]:
     return counts
 
 
-def train_and_promote(record: DemoRecord) -> None:
-    summaries = settings_dir() / "demo"
+def train_and_promote(settings: Settings, record: DemoRecord) -> None:
+    summaries = settings.state_dir.resolve() / "demo"
     summaries.mkdir(parents=True, exist_ok=True)
     for service in FEATURE_SERVICES:
         summary_file = summaries / f"train-{service}.json"
@@ -157,10 +154,6 @@ def train_and_promote(record: DemoRecord) -> None:
         if result.returncode not in (0, 3):
             raise subprocess.CalledProcessError(result.returncode, arguments)
         record.facts[f"train {service}"] = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-
-
-def settings_dir() -> Path:
-    return get_settings().state_dir.resolve()
 
 
 def score_patients(settings: Settings, record: DemoRecord) -> None:
@@ -260,7 +253,7 @@ def main() -> int:
     with timed(record, "features: feast materialize"):
         healthflow("features", "materialize")
     with timed(record, "train + promote (both feature services)"):
-        train_and_promote(record)
+        train_and_promote(settings, record)
     with timed(record, "serve: start BentoML and score patients"):
         score_patients(settings, record)
     with timed(record, "monitor: simulate drift, run reports"):
