@@ -231,7 +231,7 @@ class Settings(BaseSettings):
         "before a data quality check fails.",
     )
     monitor_min_window_rows: int = Field(
-        30, ge=1, description="Fewest predictions a window needs before drift and fairness are computed."
+        30, ge=1, description="Minimum number of predictions in a window before drift and fairness are computed."
     )
     monitor_reference_artifact: str = Field(
         "reference/training_frame.parquet",
@@ -276,7 +276,7 @@ class Settings(BaseSettings):
         30, ge=0, le=300, description="Clock skew allowed when checking `exp`, `nbf` and `iat`, in seconds."
     )
     jwt_max_ttl_seconds: int = Field(
-        3600, ge=60, description="Longest token lifetime (`exp` minus `iat`) accepted and minted, in seconds."
+        3600, ge=60, description="Maximum token lifetime (`exp` minus `iat`) accepted and minted, in seconds."
     )
     serve_host: str = Field("127.0.0.1", description="Address `healthflow serve` binds to.")
     serve_port: int = Field(3000, ge=1, le=65535, description="Port `healthflow serve` listens on.")
@@ -291,7 +291,7 @@ class Settings(BaseSettings):
     serve_batch_max_patients: int = Field(100, ge=1, le=10000, description="Most patients one batch request may score.")
     serve_missing_features: Literal["flag", "reject"] = Field(
         "flag",
-        description="flag: score a row with missing features and list them; reject: answer 422 instead.",
+        description="flag: score a row with missing features and list them; reject: return 422 instead.",
     )
     serve_top_features: int = Field(5, ge=1, le=50, description="Contributing features returned per score.")
     serve_page_size_max: int = Field(500, ge=1, description="Most rows one GET /v1/scores page may return.")
@@ -394,7 +394,7 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Timeout of one request to a FHIR server, in seconds."
     )
     ingest_bulk_max_wait_seconds: float = Field(
-        3600.0, gt=0, description="Longest wait for a Bulk Data $export to complete, in seconds."
+        3600.0, gt=0, description="Maximum wait for a Bulk Data $export to complete, in seconds."
     )
 
     @model_validator(mode="after")

@@ -61,7 +61,7 @@ def train_command(
 
 def promote_command(
     feature_service: Annotated[
-        str, typer.Option("--feature-service", help="Feature service whose registered model holds the version.")
+        str, typer.Option("--feature-service", help="Feature service whose registered model contains the version.")
     ],
     version: Annotated[str, typer.Option("--version", help="Registered model version to promote.")],
     model_name: Annotated[

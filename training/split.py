@@ -41,7 +41,7 @@ def split_by_patient_and_time(
 ) -> Split:
     """Split into train, validation and test sides with no patient on two sides.
 
-    Where every row has an event time, the test side holds the patients whose first stay is at or after the
+    Where every row has an event time, the test side contains the patients whose first stay is at or after the
     (1 - test_fraction) quantile of the patients' first-stay times. The train side keeps the other patients'
     stays before that cut-off, so every test stay is after every train stay. A train stay whose label becomes
     known at or after the cut-off is dropped, because its outcome lies in the test period. Without event times
@@ -57,7 +57,7 @@ def split_by_patient_and_time(
     if outer.cutoff is not None and _one_label_side(outer, inner, spec) is not None:
         # NOTE: a small frame (the demo's few dozen patients) cannot always be split by time with both label
         # values on every side. The split then falls back to patients at random, and the run records
-        # test_cutoff = None, so a reader of the run sees that the test side is not later than the train side.
+        # test_cutoff = None, which shows a reader of the run that the test side is not later than the train side.
         logger.warning(
             "%s: the time-ordered split leaves the %s side with one label value; splitting by patient at random",
             spec.feature_service,

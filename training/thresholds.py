@@ -1,6 +1,6 @@
 """Operating point and risk-level thresholds, derived from calibrated validation probabilities only.
 
-Rule (stored with every model version, so serving never holds these numbers as constants):
+Rule (stored with every model version, so serving never contains these numbers as constants):
 
 - operating point: ``youden`` takes the validation threshold that maximises TPR - FPR; ``target_sensitivity``
   takes the highest validation threshold whose TPR is at least the target.

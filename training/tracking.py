@@ -14,7 +14,7 @@ Run layout (artifact paths):
 - ``shap/importance.csv``, ``shap/shap_importance.png``, ``shap/shap_beeswarm.png``, ``shap/expected_value.json``.
 
 The registered version carries tags with the test metrics, thresholds, operating point, expected value and
-data hash, so the registry alone tells what a version is and where its run is.
+data hash, so the registry alone describes a version and links to its run.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def _log_test_set(result: TrainingResult, folder: Path) -> None:
 def _log_training_frame(result: TrainingResult, folder: Path) -> None:
     """Store the train side (pseudonymised keys, features, audit attributes, label) as the drift reference.
 
-    Monitoring compares production windows with this frame; it holds no identifiable data, because training
+    Monitoring compares production windows with this frame; it contains no identifiable data, because training
     only ever sees pseudonyms and de-identified features.
     """
     import mlflow

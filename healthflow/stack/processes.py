@@ -42,7 +42,7 @@ def is_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie (exited, not yet reaped) still answers kill(0); it is not running.
+    # A zombie (exited, not yet reaped) still accepts kill(0), but it is not running.
     try:
         status = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0]
     except (FileNotFoundError, IndexError):

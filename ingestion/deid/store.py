@@ -22,7 +22,7 @@ _URN_UUID = re.compile(r"urn:uuid:[0-9A-Za-z\-.]{1,64}")
 
 @dataclass(frozen=True)
 class RawRow:
-    """One raw-zone row; ``content`` holds PHI and must never leave this process except de-identified."""
+    """One raw-zone row; ``content`` contains PHI and must never leave this process except de-identified."""
 
     raw_id: int
     resource_type: str

@@ -352,8 +352,8 @@ class DeidWorker:
 
     def _known_types(self, connection: Any, rows: dict[int, RawRow]) -> dict[str, str]:
         """Map every ``urn:uuid:`` reference in the batch to the type of the raw resource it names."""
-        wanted = {reference for row in rows.values() for reference in row.urn_references}
-        by_id = resource_types_by_id(connection, sorted(reference[len("urn:uuid:") :] for reference in wanted))
+        references = {reference for row in rows.values() for reference in row.urn_references}
+        by_id = resource_types_by_id(connection, sorted(reference[len("urn:uuid:") :] for reference in references))
         known = {f"urn:uuid:{resource_id}": resource_type for resource_id, resource_type in by_id.items()}
         for row in rows.values():
             if row.patient_id:

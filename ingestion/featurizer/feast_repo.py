@@ -34,7 +34,7 @@ def repo_dir(settings: Settings) -> Path:
 
 
 def feast_environment(settings: Settings) -> dict[str, str]:
-    """Return the variables feature_store.yaml expands; the result holds the password, so never log it."""
+    """Return the variables feature_store.yaml expands; the result contains the password, so never log it."""
     password = settings.pg_password.get_secret_value() if settings.pg_password else ""
     return {
         "HEALTHFLOW_PG_HOST": settings.pg_host,
