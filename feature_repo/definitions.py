@@ -121,6 +121,17 @@ UCI_FEATURES = [
     Field(name="medication_change", dtype=Int64, description="1 when diabetes medication changed."),
     Field(name="diabetes_medication", dtype=Int64, description="1 when diabetes medication was prescribed."),
     Field(name="lace_score", dtype=Int64, description="LACE with prior-year (not 6-month) ED visits."),
+    Field(name="encounter_order", dtype=Int64, description="Position of the stay among the patient's stays, from 1."),
+    Field(name="medical_specialty", dtype=String, description="Specialty of the admitting physician, or unknown."),
+    Field(name="diagnosis_1_category", dtype=String, description="3-character ICD-9-CM category of diag_1."),
+    Field(name="diagnosis_2_category", dtype=String, description="3-character ICD-9-CM category of diag_2."),
+    Field(name="diagnosis_3_category", dtype=String, description="3-character ICD-9-CM category of diag_3."),
+    Field(name="previous_stay_readmitted_30d", dtype=Int64, description="1 when the previous stay's outcome was <30."),
+    Field(
+        name="previous_stay_readmitted_later", dtype=Int64, description="1 when the previous stay's outcome was >30."
+    ),
+    Field(name="prior_stays_readmitted_30d", dtype=Int64, description="Earlier stays with outcome <30."),
+    Field(name="prior_stays_readmitted_later", dtype=Int64, description="Earlier stays with outcome >30."),
 ]
 
 # The stay id of the joined row comes back as `source_stay_id`, so a caller can check that the

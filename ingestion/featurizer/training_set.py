@@ -25,7 +25,7 @@ ENTITY_QUERIES = {
     ),
     "readmission_uci_v1": (
         "SELECT patient_pseudonym, stay_id, event_timestamp, label, label_available_at,"
-        " audit ->> 'race' AS race, audit ->> 'ethnicity' AS ethnicity, encounter_rank, encounter_order"
+        " audit ->> 'race' AS race, audit ->> 'ethnicity' AS ethnicity, encounter_rank"
         " FROM features.uci_encounters ORDER BY encounter_rank"
     ),
 }
@@ -60,7 +60,7 @@ def get_training_frame(
       training cut-off;
     - audit attributes ``race`` and ``ethnicity``;
     - the features of the service, ``sex`` and ``age_band`` among them;
-    - for UCI, also ``encounter_rank`` and ``encounter_order``.
+    - for UCI, also ``encounter_rank`` (``encounter_order`` is a feature of the service).
 
     Features are joined by patient at ``event_timestamp`` (Feast point-in-time join), so a row written for a
     later stay never reaches an earlier one. Rows whose join picked another stay (two stays of a patient

@@ -56,6 +56,7 @@ REQUIRED_COLUMNS = (
     "number_outpatient",
     "number_emergency",
     "number_inpatient",
+    "medical_specialty",
     "diag_1",
     "diag_2",
     "diag_3",
@@ -95,6 +96,14 @@ FEATURE_COLUMNS = [
     "medication_change",
     "diabetes_medication",
     "lace_score",
+    "medical_specialty",
+    "diagnosis_1_category",
+    "diagnosis_2_category",
+    "diagnosis_3_category",
+    "previous_stay_readmitted_30d",
+    "previous_stay_readmitted_later",
+    "prior_stays_readmitted_30d",
+    "prior_stays_readmitted_later",
 ]
 ORDER_COLUMNS = ["encounter_rank", "encounter_order"]
 
@@ -121,7 +130,14 @@ def load_uci(zip_path: Path | str, key: bytes) -> pd.DataFrame:
       ``num_lab_procedures``, ``num_procedures``, ``num_medications``, ``admission_type``,
       ``admission_source``, ``discharge_disposition`` (decoded with IDs_mapping.csv, "unknown" when the
       source has NULL, Not Available, Not Mapped or Unknown/Invalid), ``max_glu_serum``, ``a1c_result``,
-      ``insulin``, ``medication_change`` (0/1), ``diabetes_medication`` (0/1), ``lace_score``.
+      ``insulin``, ``medication_change`` (0/1), ``diabetes_medication`` (0/1), ``lace_score``,
+      ``medical_specialty`` (of the admitting physician, "unknown" for "?"), ``diagnosis_1_category`` ..
+      ``diagnosis_3_category`` (the 3-character ICD-9-CM category of ``diag_1..3``, "unknown" for "?").
+    - history in the data set, from the patient's earlier encounters in ``encounter_id`` order:
+      ``previous_stay_readmitted_30d`` and ``previous_stay_readmitted_later`` (0/1: the previous stay's outcome
+      was "<30" or ">30"), ``prior_stays_readmitted_30d`` and ``prior_stays_readmitted_later`` (counts over all
+      earlier stays). They are known when the stay starts: a readmission that followed an earlier stay happened
+      at the latest at this admission, because every encounter of the data set is an inpatient stay.
 
     ``lace_score`` uses the prior-year emergency count for E, because the source has no 6-month count, so it
     is an approximation of LACE. Rows come back sorted by ``encounter_rank``.
@@ -169,6 +185,10 @@ def load_uci(zip_path: Path | str, key: bytes) -> pd.DataFrame:
     frame["medication_change"] = (raw["change"] == "Ch").astype("int64")
     frame["diabetes_medication"] = (raw["diabetesMed"] == "Yes").astype("int64")
     frame["lace_score"] = _lace_scores(frame)
+    frame["medical_specialty"] = raw["medical_specialty"].replace({"?": UNKNOWN, "": UNKNOWN})
+    for number in (1, 2, 3):
+        frame[f"diagnosis_{number}_category"] = raw[f"diag_{number}"].map(_icd9_category)
+    frame = frame.join(_earlier_outcomes(raw, encounter_ids))
 
     columns = LABEL_COLUMNS + [c for c in AUDIT_COLUMNS if c not in FEATURE_COLUMNS] + ORDER_COLUMNS
     frame = frame[columns + FEATURE_COLUMNS].sort_values("encounter_rank", ignore_index=True)
@@ -240,6 +260,36 @@ def _age_band_of_source(value: str) -> str:
     # The source writes "[70-80)"; take the lower bound.
     digits = value.strip("[)").split("-")[0]
     return age_band(int(digits)) if digits.isdigit() else UNKNOWN
+
+
+def _icd9_category(code: str) -> str:
+    if code.strip() in ("", "?"):
+        return UNKNOWN
+    normalised = charlson.normalise_icd(code, charlson.ICD9)
+    # ICD-9-CM categories have three characters (001-999, V01-V91), four for external causes (E800-E999).
+    return normalised[:4] if normalised.startswith("E") else normalised[:3]
+
+
+def _earlier_outcomes(raw: pd.DataFrame, encounter_ids: pd.Series) -> pd.DataFrame:
+    """Return, per encounter, the outcomes of the same patient's earlier encounters (``encounter_id`` order)."""
+    import pandas as pd
+
+    ordered = pd.DataFrame(
+        {
+            "patient": raw["patient_nbr"],
+            "encounter": encounter_ids,
+            "within_30d": (raw["readmitted"] == "<30").astype("int64"),
+            "later": (raw["readmitted"] == ">30").astype("int64"),
+        }
+    ).sort_values("encounter")
+    by_patient = ordered.groupby("patient", sort=False)
+    outcomes = pd.DataFrame(index=ordered.index)
+    outcomes["previous_stay_readmitted_30d"] = by_patient["within_30d"].shift(1, fill_value=0)
+    outcomes["previous_stay_readmitted_later"] = by_patient["later"].shift(1, fill_value=0)
+    # Cumulative sums include the encounter itself, so its own outcome (its label) is subtracted.
+    outcomes["prior_stays_readmitted_30d"] = by_patient["within_30d"].cumsum() - ordered["within_30d"]
+    outcomes["prior_stays_readmitted_later"] = by_patient["later"].cumsum() - ordered["later"]
+    return outcomes.astype("int64").reindex(raw.index)
 
 
 def _integer(raw: pd.DataFrame, column: str) -> pd.Series:

@@ -127,3 +127,45 @@ def test_full_archive_counts(shared_data):
     assert len(frame) == 101_766
     assert frame["patient_pseudonym"].nunique() == 71_518
     assert round(frame["label"].mean(), 3) == 0.112
+
+
+def test_earlier_outcomes_exclude_own_stay(tmp_path):
+    # Patient 5 appears in file order 30, 10, 20. In encounter_id order: 10 (">30"), 20 ("<30"), 30 ("NO").
+    rows = [
+        "30,5,Caucasian,Male,[60-70),?,1,1,7,3,?,Cardiology,40,1,10,0,0,2,428.1,250,?,3,None,None,No,No,Yes,NO",
+        "10,5,Caucasian,Male,[60-70),?,1,1,7,3,?,?,40,1,10,0,0,0,V57,250,?,3,None,None,No,No,Yes,>30",
+        "20,5,Caucasian,Male,[60-70),?,1,1,7,3,?,?,40,1,10,0,0,1,428,?,?,3,None,None,No,No,Yes,<30",
+    ]
+    frame = load_uci(make_archive(tmp_path, rows), KEY).set_index("encounter_order")
+    columns = [
+        "previous_stay_readmitted_30d",
+        "previous_stay_readmitted_later",
+        "prior_stays_readmitted_30d",
+        "prior_stays_readmitted_later",
+    ]
+    assert frame.loc[1, columns].tolist() == [0, 0, 0, 0]
+    # Stay 2 is itself readmitted within 30 days (label 1), and none of its own outcome shows in its features.
+    assert frame.loc[2, "label"] == 1
+    assert frame.loc[2, columns].tolist() == [0, 1, 0, 1]
+    assert frame.loc[3, columns].tolist() == [1, 0, 1, 1]
+
+
+def test_diagnosis_categories_and_specialty(tmp_path):
+    rows = [
+        "30,5,Caucasian,Male,[60-70),?,1,1,7,3,?,Cardiology,40,1,10,0,0,2,428.1,250.83,?,3,None,None,No,No,Yes,NO",
+        "10,6,Caucasian,Male,[60-70),?,1,1,7,3,?,?,40,1,10,0,0,0,V57,E888,42,3,None,None,No,No,Yes,>30",
+    ]
+    frame = load_uci(make_archive(tmp_path, rows), KEY).set_index("encounter_rank")
+    assert frame.loc[2, ["diagnosis_1_category", "diagnosis_2_category", "diagnosis_3_category"]].tolist() == [
+        "428",
+        "250",
+        "unknown",
+    ]
+    # The source drops leading zeros: "42" is category 042.
+    assert frame.loc[1, ["diagnosis_1_category", "diagnosis_2_category", "diagnosis_3_category"]].tolist() == [
+        "V57",
+        "E888",
+        "042",
+    ]
+    assert frame.loc[2, "medical_specialty"] == "Cardiology"
+    assert frame.loc[1, "medical_specialty"] == "unknown"

@@ -1,0 +1,47 @@
+-- UCI features added after 0030: the admitting specialty, the 3-character ICD-9-CM category of each of the
+-- three diagnoses, and the outcomes of the patient's earlier stays (see ingestion/uci/adapter.py). Rows imported
+-- before this migration lack these keys, so the new columns are NULL until `healthflow features import-uci`
+-- runs again. New columns go at the end, as CREATE OR REPLACE VIEW requires.
+CREATE OR REPLACE VIEW features.uci_encounter_features AS
+SELECT
+    u.patient_pseudonym,
+    u.stay_id,
+    u.stay_id AS source_stay_id,
+    u.event_timestamp,
+    u.created_at,
+    u.label,
+    u.label_available_at,
+    u.encounter_rank,
+    u.encounter_order,
+    u.features ->> 'age_band' AS age_band,
+    u.features ->> 'sex' AS sex,
+    (u.features ->> 'length_of_stay_days')::integer AS length_of_stay_days,
+    (u.features ->> 'emergency_admission')::integer AS emergency_admission,
+    (u.features ->> 'prior_inpatient_12m')::integer AS prior_inpatient_12m,
+    (u.features ->> 'prior_outpatient_12m')::integer AS prior_outpatient_12m,
+    (u.features ->> 'prior_ed_12m')::integer AS prior_ed_12m,
+    (u.features ->> 'charlson_index')::integer AS charlson_index,
+    (u.features ->> 'num_diagnoses')::integer AS num_diagnoses,
+    (u.features ->> 'num_lab_procedures')::integer AS num_lab_procedures,
+    (u.features ->> 'num_procedures')::integer AS num_procedures,
+    (u.features ->> 'num_medications')::integer AS num_medications,
+    u.features ->> 'admission_type' AS admission_type,
+    u.features ->> 'admission_source' AS admission_source,
+    u.features ->> 'discharge_disposition' AS discharge_disposition,
+    u.features ->> 'max_glu_serum' AS max_glu_serum,
+    u.features ->> 'a1c_result' AS a1c_result,
+    u.features ->> 'insulin' AS insulin,
+    (u.features ->> 'medication_change')::integer AS medication_change,
+    (u.features ->> 'diabetes_medication')::integer AS diabetes_medication,
+    (u.features ->> 'lace_score')::integer AS lace_score,
+    u.audit ->> 'race' AS race,
+    u.audit ->> 'ethnicity' AS ethnicity,
+    u.features ->> 'medical_specialty' AS medical_specialty,
+    u.features ->> 'diagnosis_1_category' AS diagnosis_1_category,
+    u.features ->> 'diagnosis_2_category' AS diagnosis_2_category,
+    u.features ->> 'diagnosis_3_category' AS diagnosis_3_category,
+    (u.features ->> 'previous_stay_readmitted_30d')::integer AS previous_stay_readmitted_30d,
+    (u.features ->> 'previous_stay_readmitted_later')::integer AS previous_stay_readmitted_later,
+    (u.features ->> 'prior_stays_readmitted_30d')::integer AS prior_stays_readmitted_30d,
+    (u.features ->> 'prior_stays_readmitted_later')::integer AS prior_stays_readmitted_later
+FROM features.uci_encounters AS u;
