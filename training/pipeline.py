@@ -48,6 +48,9 @@ class TrainingResult:
     fingerprint: dict[str, Any]
     test_probability: np.ndarray
     baseline_probabilities: dict[str, np.ndarray]
+    # AUROC of the uncalibrated model on validation rows: the number to compare feature sets and settings by,
+    # because choices made by looking at the test side would make its metrics optimistic.
+    validation_auroc: float = float("nan")
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -197,6 +200,7 @@ def train(frame: pd.DataFrame, *, spec: TrainingSpec, settings: Settings, explai
         fingerprint=data_fingerprint(pd.concat([split.train, split.validation]), spec=spec),
         test_probability=test_probability,
         baseline_probabilities=baseline_probabilities,
+        validation_auroc=_auroc(y_validation, validation_margin),
         timings=timings,
     )
 
@@ -227,6 +231,12 @@ def score_baselines(
     else:
         logger.warning("%s has no LACE score column; the LACE baseline is skipped", spec.feature_service)
     return probabilities
+
+
+def _auroc(y_true: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y_true, score)) if len(np.unique(y_true)) == 2 else float("nan")
 
 
 def choose_platt(margin: np.ndarray, y_true: np.ndarray) -> Calibrator:

@@ -59,6 +59,7 @@ def run_training(
         "version": logged.version,
         "run_id": logged.run_id,
         "model_uri": logged.model_uri,
+        "validation_auroc": result.validation_auroc,
         "test_metrics": {name: item.metrics for name, item in result.evaluations.items()},
         "test_ci95": {name: item.intervals for name, item in result.evaluations.items()},
         "confusion_at_operating_point": result.evaluations["model"].confusion,

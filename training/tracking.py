@@ -167,6 +167,7 @@ def _run_metrics(result: TrainingResult) -> dict[str, float]:
         metrics.update(evaluation.flat(f"test_{name}"))
     metrics.update(result.fairness.flat_gaps())
     metrics.update({f"validation_brier_{name}": value for name, value in result.calibration.validation_brier.items()})
+    metrics["validation_auroc"] = result.validation_auroc
     metrics.update({f"time_{name}": value for name, value in result.timings.items()})
     if result.explanation is not None:
         metrics["shap_expected_value"] = result.explanation.expected_value
