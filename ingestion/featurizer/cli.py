@@ -85,13 +85,25 @@ def apply() -> None:
 
 
 @features_app.command("materialize")
-def materialize() -> None:
-    """Run `feast materialize-incremental` up to now: new offline rows reach the online store."""
+def materialize(
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental",
+            help="Only rows whose event time is after the previous run (feast materialize-incremental). Faster, "
+            "but misses rows that arrive late in event time.",
+        ),
+    ] = False,
+) -> None:
+    """Load the latest offline row of every patient and stay into the online store (`feast materialize`)."""
     from healthflow.errors import ServiceUnavailableError
     from ingestion.featurizer import feast_repo
 
     try:
-        feast_repo.materialize_incremental(get_settings())
+        if incremental:
+            feast_repo.materialize_incremental(get_settings())
+        else:
+            feast_repo.materialize_all(get_settings())
     except ServiceUnavailableError as error:
         raise _fail(error.message) from None
 
