@@ -1,12 +1,13 @@
 """Benchmark of the DeID worker: throughput (Kafka in and out included) and peak memory.
 
-Usage: uv run python bench/deid_bench.py OUTPUT.json [--bundles N] [--batch-size N]
+Usage: uv run python bench/deid_bench.py OUTPUT.json [--bundles N] [--batch-size N] [--workers N] [--processes N]
 
 Needs the local stack (`uv run healthflow stack up`). The benchmark works in its own database and topic
 prefix, which it removes at the end. It loads N Synthea bundles into raw.resources and publishes their
-fhir.raw.stored events, which is not timed. Then it starts `healthflow deid run` as a separate process and
-times it until every resource is stored in deid.resources and published on fhir.deid. The resident memory
-of the worker and its de-identification processes is sampled every 0.2 s.
+fhir.raw.stored events, which is not timed. Then it starts `--workers` `healthflow deid run` processes in one
+consumer group, each with `--processes` de-identification processes, and times them until every resource is
+stored in deid.resources and published on fhir.deid. The resident memory of all workers and their
+de-identification processes together is sampled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -114,8 +115,12 @@ def count_rows(settings: Settings, query: str) -> int:
 
 def tree_rss(process: psutil.Process) -> int:
     """Return the resident memory of a process and its children (the de-identification pool), in bytes."""
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
     total = 0
-    for member in [process, *process.children(recursive=True)]:
+    for member in members:
         try:
             total += member.memory_info().rss
         except psutil.NoSuchProcess:
@@ -123,9 +128,14 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_worker(
-    settings: Settings, expected: int, *, batch_size: int, processes: int, state_dir: Path
+def run_workers(
+    settings: Settings, expected: int, *, batch_size: int, processes: int, workers: int, state_dir: Path
 ) -> dict[str, Any]:
+    """Run ``workers`` DeID workers in one consumer group until every resource is stored; time and measure them.
+
+    More workers is how the DeID stage scales (one consumer per partition at most): while one worker stores and
+    publishes a batch, another de-identifies.
+    """
     environment = {
         **os.environ,
         "HEALTHFLOW_PG_DATABASE": settings.pg_database,
@@ -137,18 +147,21 @@ def run_worker(
     }
     executable = shutil.which("healthflow") or str(Path(sys.executable).with_name("healthflow"))
     started = time.monotonic()
-    worker = subprocess.Popen(
-        [executable, "deid", "run", "--idle-exit", "3"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    process = psutil.Process(worker.pid)
+    running = [
+        subprocess.Popen(
+            [executable, "deid", "run", "--idle-exit", "3"],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(workers)
+    ]
+    trees = [psutil.Process(worker.pid) for worker in running]
     peak_rss = 0
     first_row_at = None
     stored = 0
-    while worker.poll() is None:
-        try:
-            peak_rss = max(peak_rss, tree_rss(process))
-        except psutil.NoSuchProcess:
-            break
+    while any(worker.poll() is None for worker in running):
+        peak_rss = max(peak_rss, sum(tree_rss(tree) for tree in trees))
         stored = count_rows(settings, "SELECT count(*) FROM deid.resources")
         if stored and first_row_at is None:
             first_row_at = time.monotonic()
@@ -156,9 +169,13 @@ def run_worker(
             break
         time.sleep(MEMORY_SAMPLE_SECONDS)
     finished = time.monotonic()
-    stdout, stderr = worker.communicate(timeout=120)
-    if worker.returncode != 0:
-        raise RuntimeError(f"deid worker failed with exit code {worker.returncode}: {stderr.decode()[-2000:]}")
+
+    outputs = []
+    for worker in running:
+        stdout, stderr = worker.communicate(timeout=120)
+        if worker.returncode != 0:
+            raise RuntimeError(f"deid worker failed with exit code {worker.returncode}: {stderr.decode()[-2000:]}")
+        outputs.append(stdout.decode().strip())
     stored = count_rows(settings, "SELECT count(*) FROM deid.resources")
     dead = count_rows(settings, "SELECT count(*) FROM ops.dead_letter")
     steady_seconds = finished - (first_row_at or started)
@@ -170,8 +187,8 @@ def run_worker(
         "seconds_first_to_last_row": round(steady_seconds, 2),
         "resources_per_second_with_startup": round(stored / (finished - started), 1),
         "resources_per_second_steady": round(stored / steady_seconds, 1) if steady_seconds > 0 else None,
-        "peak_rss_mb_worker_and_pool": round(peak_rss / 2**20, 1),
-        "worker_output": stdout.decode().strip(),
+        "peak_rss_mb_workers_and_pools": round(peak_rss / 2**20, 1),
+        "worker_output": outputs,
     }
 
 
@@ -180,7 +197,8 @@ def main() -> None:
     parser.add_argument("output", type=Path, help="JSON file the results are written to")
     parser.add_argument("--bundles", type=int, default=100, help="Synthea patient bundles to load (615: all)")
     parser.add_argument("--batch-size", type=int, default=500, help="HEALTHFLOW_DEID_BATCH_SIZE of the worker")
-    parser.add_argument("--processes", type=int, default=2, help="HEALTHFLOW_DEID_PROCESSES of the worker")
+    parser.add_argument("--processes", type=int, default=2, help="HEALTHFLOW_DEID_PROCESSES of each worker")
+    parser.add_argument("--workers", type=int, default=1, help="DeID workers in the consumer group")
     arguments = parser.parse_args()
 
     files = sorted(path for path in SYNTHEA.glob("*.json.gz") if "Information" not in path.name)[: arguments.bundles]
@@ -197,11 +215,12 @@ def main() -> None:
         expected = load_raw(settings, files)
         load_seconds = time.monotonic() - load_started
         with tempfile.TemporaryDirectory() as state_dir:
-            result = run_worker(
+            result = run_workers(
                 settings,
                 expected,
                 batch_size=arguments.batch_size,
                 processes=arguments.processes,
+                workers=arguments.workers,
                 state_dir=Path(state_dir),
             )
     finally:
@@ -215,6 +234,7 @@ def main() -> None:
         "bundles": len(files),
         "batch_size": arguments.batch_size,
         "processes": arguments.processes,
+        "workers": arguments.workers,
         "raw_load_seconds_not_timed": round(load_seconds, 2),
         **result,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},

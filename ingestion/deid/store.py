@@ -90,49 +90,67 @@ def content_hash(content: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def _json_text(content: Any) -> str:
+    return orjson.dumps(content).decode()
+
+
 def store_deidentified(
     connection: psycopg.Connection, records: list[dict[str, Any]], *, profile: str
 ) -> dict[int, StoredDeid]:
     """Insert de-identified resources (skipping raw ids already stored) and return every stored row by raw id.
 
-    A replayed raw id returns the row stored the first time, so the republished event is identical.
+    A replayed raw id returns the row stored the first time, so the republished event carries the same content.
     """
     if not records:
         return {}
+    stored: dict[int, StoredDeid] = {}
     with connection.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO deid.resources (raw_id, profile, resource_type, pseudo_id, version, patient_pseudonym,"
             " content, content_hash, batch_id) VALUES (%(raw_id)s, %(profile)s, %(resource_type)s, %(pseudo_id)s,"
             " %(version)s, %(patient_pseudonym)s, %(content)s, %(content_hash)s, %(batch_id)s)"
-            " ON CONFLICT (raw_id, profile) DO NOTHING",
+            " ON CONFLICT (raw_id, profile) DO NOTHING"
+            " RETURNING id, raw_id, resource_type, pseudo_id, version, patient_pseudonym, batch_id",
             [
                 {
                     **record,
                     "profile": profile,
-                    "content": Jsonb(record["content"]),
+                    "content": Jsonb(record["content"], dumps=_json_text),
                     "content_hash": content_hash(record["content"]),
                 }
                 for record in records
             ],
+            returning=True,
         )
-    rows = connection.execute(
-        "SELECT id, raw_id, resource_type, pseudo_id, version, patient_pseudonym, batch_id, content::text"
-        " FROM deid.resources WHERE raw_id = ANY(%s) AND profile = %s",
-        ([record["raw_id"] for record in records], profile),
-    ).fetchall()
-    return {
-        row[1]: StoredDeid(
-            deid_id=row[0],
-            raw_id=row[1],
-            resource_type=row[2],
-            pseudo_id=row[3],
-            version=row[4],
-            patient_pseudonym=row[5],
-            batch_id=row[6],
-            content=orjson.loads(row[7]),
-        )
-        for row in rows
-    }
+        # One result per record: its new row, or nothing when the raw id was stored before (a replay).
+        for record, result in zip(records, cursor.results(), strict=True):
+            row = result.fetchone()
+            if row is not None:
+                stored[row[1]] = _stored(row, record["content"])
+
+    replayed = [record["raw_id"] for record in records if record["raw_id"] not in stored]
+    if replayed:
+        rows = connection.execute(
+            "SELECT id, raw_id, resource_type, pseudo_id, version, patient_pseudonym, batch_id, content::text"
+            " FROM deid.resources WHERE raw_id = ANY(%s) AND profile = %s",
+            (replayed, profile),
+        ).fetchall()
+        for row in rows:
+            stored[row[1]] = _stored(row, orjson.loads(row[7]))
+    return stored
+
+
+def _stored(row: tuple[Any, ...], content: dict[str, Any]) -> StoredDeid:
+    return StoredDeid(
+        deid_id=row[0],
+        raw_id=row[1],
+        resource_type=row[2],
+        pseudo_id=row[3],
+        version=row[4],
+        patient_pseudonym=row[5],
+        batch_id=row[6],
+        content=content,
+    )
 
 
 def record_dropped(connection: psycopg.Connection, rows: list[RawRow], *, profile: str) -> Counter[tuple[str, str]]:
