@@ -21,7 +21,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 
 # (stage, script, extra arguments). deid runs on all 615 bundles with three workers in one consumer group,
-# each de-identifying in its own process: the fastest of the set-ups measured within 500 MB.
+# each de-identifying in the worker process itself (no pool): the fastest set-up measured within 500 MB.
 STAGES = (
     ("ingest", "ingest_bench.py", []),
     ("deid", "deid_bench.py", ["--bundles", "615", "--workers", "3", "--processes", "0"]),

@@ -11,15 +11,27 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from healthflow.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def jsonb(value: Any) -> Jsonb:
+    """Wrap ``value`` as a JSONB query parameter, serialised with orjson (faster than json; numpy values allowed)."""
+    return Jsonb(value, dumps=_orjson_text)
+
+
+def _orjson_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def connect(settings: Settings, database: str | None = None, *, autocommit: bool = False) -> psycopg.Connection:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from healthflow.db import jsonb
 from healthflow.settings import Settings
 from monitoring.alerts import Alert
 from monitoring.drift import DriftResult
@@ -29,12 +28,6 @@ logger = logging.getLogger(__name__)
 class StoredRun:
     report_id: int
     alert_ids: list[int]
-
-
-def _jsonb(value: Any) -> Any:
-    from psycopg.types.json import Jsonb
-
-    return Jsonb(value, dumps=lambda data: orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
 
 INSERT_REPORT = """
@@ -101,7 +94,7 @@ def save_run(
                     str(files.html),
                     str(files.json),
                     str(files.classification_html) if files.classification_html else None,
-                    _jsonb(summary),
+                    jsonb(summary),
                 ),
             )
         )
@@ -116,7 +109,7 @@ def save_run(
             cursor.executemany(
                 "INSERT INTO monitoring.fairness VALUES (%s, %s, %s, %s, %s, %s)",
                 [
-                    (report_id, item.attribute, item.group, item.count, item.too_small, _jsonb(item.metrics))
+                    (report_id, item.attribute, item.group, item.count, item.too_small, jsonb(item.metrics))
                     for item in fairness.groups
                 ],
             )

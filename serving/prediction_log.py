@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from healthflow.db import jsonb
 from healthflow.errors import InvalidInputError, ServiceUnavailableError
 from healthflow.events import SCORES, Envelope
 from healthflow.settings import Settings
@@ -53,12 +52,6 @@ _INSERT = (
     "request_subject) VALUES "
 )
 _ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-
-
-def _json(value: Any) -> Any:
-    from psycopg.types.json import Jsonb
-
-    return Jsonb(value, dumps=lambda data: orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
 
 class PredictionLog:
@@ -130,9 +123,9 @@ class PredictionLog:
             record.run_id,
             record.probability,
             record.risk_level,
-            _json(record.features),
+            jsonb(record.features),
             record.missing_features,
-            _json(record.lineage),
+            jsonb(record.lineage),
             record.discharged_at,
             record.request_subject,
         )

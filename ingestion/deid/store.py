@@ -16,6 +16,8 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
+from healthflow.db import jsonb
+
 STAGE = "deid"
 _URN_UUID = re.compile(r"urn:uuid:[0-9A-Za-z\-.]{1,64}")
 
@@ -90,10 +92,6 @@ def content_hash(content: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _json_text(content: Any) -> str:
-    return orjson.dumps(content).decode()
-
-
 def store_deidentified(
     connection: psycopg.Connection, records: list[dict[str, Any]], *, profile: str
 ) -> dict[int, StoredDeid]:
@@ -115,7 +113,7 @@ def store_deidentified(
                 {
                     **record,
                     "profile": profile,
-                    "content": Jsonb(record["content"], dumps=_json_text),
+                    "content": jsonb(record["content"]),
                     "content_hash": content_hash(record["content"]),
                 }
                 for record in records
