@@ -23,7 +23,7 @@ class ElementType:
     reference_targets: tuple[str, ...] = ()
 
 
-def _unwrap(annotation: Any) -> Any:
+def item_annotation(annotation: Any) -> Any:
     """Strip Optional, Union with None and List, so only the element's own type remains."""
     while True:
         origin = typing.get_origin(annotation)
@@ -68,7 +68,7 @@ def element_type(parent_type: str, element: str) -> ElementType | None:
     field = _fields_by_json_name(parent_type).get(element)
     if field is None:
         return None
-    annotation = _unwrap(field.annotation)
+    annotation = item_annotation(field.annotation)
     primitive = _primitive_name(annotation)
     if primitive is not None:
         return ElementType(name=primitive, is_primitive=True)

@@ -20,7 +20,7 @@ from healthflow.settings import Settings
 from ingestion.deid.dates import date_shift_days, parse_fhir_date, shift_fhir_date
 from ingestion.deid.fhir_types import ElementType, element_type, is_resource_type
 from ingestion.deid.rules import FORBIDDEN_TYPES, KEEP_SUBTREE, Rules
-from ingestion.deid.validation import validate_resource
+from ingestion.deid.validation import ResourceValidator
 
 Profile = Literal["pseudonymised", "safe-harbor"]
 PROFILES: tuple[str, ...] = ("pseudonymised", "safe-harbor")
@@ -150,6 +150,7 @@ class Deidentifier:
             raise ValueError(f"unknown de-identification profile {config.profile!r}; use one of {PROFILES}")
         self.rules = rules
         self.config = config
+        self.validator = ResourceValidator()
 
     def deidentify(
         self,
@@ -186,7 +187,7 @@ class Deidentifier:
         if resource_type == "Patient":
             self._apply_age_band(resource, output, shift_days)
         if validate:
-            validate_resource(output)
+            self.validator.validate(output)
         return DeidResult(
             resource=output,
             resource_type=resource_type,
@@ -308,6 +309,12 @@ class _Walk:
             found = element_type(type_name, name)
             if found is None:
                 raise DeidentificationError(f"{path}.{name} is not a FHIR R4 element")
+            if found.is_primitive and found.name not in DATE_TYPES and not isinstance(child, list):
+                # The common case, decided here without the element and single calls: a code, a number or
+                # an explicitly kept string is copied, any other primitive is dropped.
+                if child is not None and (found.name in AUTO_KEPT_PRIMITIVES or explicit):
+                    output[name] = child
+                continue
             kept = self.element(child, found, allow[name] if explicit else KEEP_SUBTREE, f"{path}.{name}", explicit)
             if kept is not None:
                 output[name] = kept
