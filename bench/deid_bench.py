@@ -113,19 +113,21 @@ def count_rows(settings: Settings, query: str) -> int:
         return connection.execute(query).fetchone()[0]
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """Return the resident memory of a process and its children (the de-identification pool), in bytes."""
+def tree_usage(process: psutil.Process) -> tuple[int, float]:
+    """Return the resident memory (bytes) and CPU time (user + system, seconds) of a process and its children."""
     try:
         members = [process, *process.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return 0, 0.0
+    rss, cpu = 0, 0.0
     for member in members:
         try:
-            total += member.memory_info().rss
+            rss += member.memory_info().rss
+            times = member.cpu_times()
         except psutil.NoSuchProcess:
             continue
-    return total
+        cpu += times.user + times.system
+    return rss, cpu
 
 
 def run_workers(
@@ -161,7 +163,7 @@ def run_workers(
     first_row_at = None
     stored = 0
     while any(worker.poll() is None for worker in running):
-        peak_rss = max(peak_rss, sum(tree_rss(tree) for tree in trees))
+        peak_rss = max(peak_rss, sum(tree_usage(tree)[0] for tree in trees))
         stored = count_rows(settings, "SELECT count(*) FROM deid.resources")
         if stored and first_row_at is None:
             first_row_at = time.monotonic()
@@ -169,6 +171,8 @@ def run_workers(
             break
         time.sleep(MEMORY_SAMPLE_SECONDS)
     finished = time.monotonic()
+    # Sampled before the workers' idle exit, so their idle seconds add next to nothing.
+    worker_cpu = sum(tree_usage(tree)[1] for tree in trees)
 
     outputs = []
     for worker in running:
@@ -188,6 +192,8 @@ def run_workers(
         "resources_per_second_with_startup": round(stored / (finished - started), 1),
         "resources_per_second_steady": round(stored / steady_seconds, 1) if steady_seconds > 0 else None,
         "peak_rss_mb_workers_and_pools": round(peak_rss / 2**20, 1),
+        "worker_cpu_seconds": round(worker_cpu, 2),
+        "worker_cpu_ms_per_resource": round(1000 * worker_cpu / stored, 3) if stored else None,
         "worker_output": outputs,
     }
 

@@ -16,6 +16,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import BaseModel, Field
+from pydantic_core import to_jsonable_python
 
 from healthflow.settings import Settings
 
@@ -50,7 +51,18 @@ class Envelope(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        # The fields are listed by hand because model_dump walks the whole payload, and for a de-identified
+        # resource that walk cost more than the rest of publishing it. Types orjson lacks go through pydantic.
+        document = {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "schema_version": self.schema_version,
+            "occurred_at": self.occurred_at,
+            "key": self.key,
+            "source": self.source,
+            "payload": self.payload,
+        }
+        return orjson.dumps(document, option=orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY, default=to_jsonable_python)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
