@@ -58,7 +58,9 @@ def _open_loop(url: str, token: str, bodies: list[dict[str, Any]], rate: float, 
     """Send ``rate`` requests per second for ``duration`` s on a fixed schedule, from a pool of sender threads.
 
     A request's latency runs from its send to its response; ``send_lag`` is how late it left against the
-    schedule, which grows when every sender is waiting on the server.
+    schedule, which grows when every sender is waiting on the server. Each sender first opens its keep-alive
+    connection with one request, as a client with a connection pool would, and the clock starts when all are
+    open. Those first requests, sent together on new connections, are reported apart as ``connect_burst``.
     """
     import queue
     import threading
@@ -72,8 +74,16 @@ def _open_loop(url: str, token: str, bodies: list[dict[str, Any]], rate: float, 
     errors: dict[str, int] = {}
     lock = threading.Lock()
 
+    connected = threading.Barrier(SENDER_THREADS + 1)
+    burst: list[float] = []
+
     def sender() -> None:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+            opened = time.perf_counter()
+            client.post("/v1/score", json=bodies[0])
+            with lock:
+                burst.append((time.perf_counter() - opened) * 1000)
+            connected.wait()
             while True:
                 item = schedule.get()
                 if item is None:
@@ -97,6 +107,7 @@ def _open_loop(url: str, token: str, bodies: list[dict[str, Any]], rate: float, 
     threads = [threading.Thread(target=sender, daemon=True) for _ in range(SENDER_THREADS)]
     for thread in threads:
         thread.start()
+    connected.wait()
     started = time.perf_counter()
     for index in range(total):
         scheduled = started + index / rate
@@ -117,6 +128,7 @@ def _open_loop(url: str, token: str, bodies: list[dict[str, Any]], rate: float, 
         "errors": errors,
         "achieved_rate_per_s": round(len(latencies) / elapsed, 2),
         "latency": percentiles(latencies),
+        "connect_burst": percentiles(burst),
         "send_lag_p99_ms": round(float(np.percentile(send_lag, 99)), 3) if send_lag else None,
     }
 
@@ -168,7 +180,7 @@ def run_batches(url: str, token: str, bodies: list[dict[str, Any]], count: int) 
 
 
 def in_process_times(settings: Any, model_name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Time predict + SHAP (CatBoost ShapValues, then calibration) in this process, without HTTP or features."""
+    """Time predict + SHAP (the served model's explain, then calibration) in this process, without HTTP or features."""
     from serving.model_handle import load_champion
 
     model = load_champion(settings.mlflow_tracking_uri, model_name, "champion")
@@ -182,10 +194,22 @@ def in_process_times(settings: Any, model_name: str, rows: list[dict[str, Any]])
             samples.append((time.perf_counter() - started) * 1000)
         return samples
 
+    def timed_catboost_shap(batch: list[dict[str, Any]]) -> float:
+        started = time.perf_counter()
+        model.booster.get_feature_importance(model.pool(batch), type="ShapValues")
+        return (time.perf_counter() - started) * 1000
+
     timed(rows[:1], 20)
     # One sample per served row, so the single-row time covers the patients the HTTP runs score.
     single = [timed(rows[index : index + 1], 1)[0] for index in range(min(len(rows), 500))]
-    return {"single": percentiles(single), "batch_100": percentiles(timed(rows[:BATCH_SIZE], 50))}
+    result = {
+        "shap_method": "leaf table" if model.shap_table is not None else "CatBoost ShapValues",
+        "single": percentiles(single),
+        "batch_100": percentiles(timed(rows[:BATCH_SIZE], 50)),
+    }
+    # CatBoost's own ShapValues for the same rows, for comparison with the leaf table the service uses.
+    result["catboost_shap_single"] = percentiles([timed_catboost_shap(rows[index : index + 1]) for index in range(200)])
+    return result
 
 
 def prepare_uci_champion(settings: Any, uci_zip: Path, model_name: str, workdir: Path) -> dict[str, Any]:
@@ -355,9 +379,9 @@ def _server_pid(port: int) -> int | None:
             and connection.pid
         ):
             process = psutil.Process(connection.pid)
-            # Walk up to the `healthflow serve` wrapper so the whole tree is counted.
+            # Walk up through BentoML's server process to the `healthflow serve` wrapper, so every worker counts.
             while process.parent() is not None and any(
-                part.endswith("/healthflow") for part in process.parent().cmdline()
+                part.endswith("/healthflow") or part == "bentoml" for part in process.parent().cmdline()
             ):
                 process = process.parent()
             return process.pid

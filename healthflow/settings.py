@@ -288,6 +288,13 @@ class Settings(BaseSettings):
     )
     serve_host: str = Field("127.0.0.1", description="Address `healthflow serve` binds to.")
     serve_port: int = Field(3000, ge=1, le=65535, description="Port `healthflow serve` listens on.")
+    serve_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="BentoML worker processes of the scoring API. Each one loads the model (about 370 MB for the "
+        "UCI model) and serves requests on one core at most, because Python runs one thread at a time.",
+    )
     serve_feature_service: str = Field(
         "readmission_fhir_v1", description="Feast feature service the API reads; also the default model name."
     )

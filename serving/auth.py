@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,11 @@ def parse_scopes(claims: dict[str, Any]) -> frozenset[str]:
     raise TokenError("the token's scope claim is neither a string nor a list of strings")
 
 
+# Tokens verified lately, so a client that sends the same token with every request pays for the signature
+# check once. A cached token is still refused once it expires (leeway included).
+VERIFIED_TOKENS_CACHED = 1024
+
+
 class TokenVerifier:
     """Verify bearer tokens against one pinned algorithm and one key (or a JWKS key set)."""
 
@@ -125,6 +130,7 @@ class TokenVerifier:
         self.policy = policy
         self._key = key
         self._jwks = jwks
+        self._verified: dict[str, Principal] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -154,6 +160,11 @@ class TokenVerifier:
         """Return the principal of a valid token; raise TokenError (401) for a missing or invalid one."""
         if not token:
             raise TokenError("a bearer token is required in the Authorization header", error_code=None)
+        cached = self._verified.get(token)
+        if cached is not None:
+            if datetime.now(UTC) <= cached.expires_at + timedelta(seconds=self.policy.leeway_seconds):
+                return cached
+            self._verified.pop(token, None)
 
         header = self._read_header(token)
         key = self._select_key(header)
@@ -163,12 +174,16 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise TokenError("the token's sub claim is empty or not a string")
-        return Principal(
+        principal = Principal(
             subject=subject,
             scopes=parse_scopes(claims),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
             token_id=claims.get("jti"),
         )
+        if len(self._verified) >= VERIFIED_TOKENS_CACHED:
+            self._verified.clear()
+        self._verified[token] = principal
+        return principal
 
     def _read_header(self, token: str) -> dict[str, Any]:
         try:

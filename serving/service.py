@@ -10,6 +10,7 @@ Every route but the health, metrics and documentation routes needs a bearer toke
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -127,8 +128,17 @@ class FastJSONResponse(Response):
 
 
 # Per-request access logs cost more than the model at hundreds of requests per second; /metrics counts
-# requests instead, and the audit log records every score.
-@bentoml.service(name="healthflow-score", traffic={"timeout": 30}, workers=1, logging={"access": {"enabled": False}})
+# requests instead, and the audit log records every score. No trace exporter is configured, yet BentoML's
+# OpenTelemetry middleware made a span per request for about a sixth of the request CPU, so every path is
+# excluded from tracing. The worker count is read when this module is imported, because BentoML takes it
+# from the decorator.
+@bentoml.service(
+    name="healthflow-score",
+    traffic={"timeout": 30},
+    workers=get_settings().serve_workers,
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/"]},
+)
 @bentoml.asgi_app(api, path="/v1")
 class ScoreService:
     """Load the champion, open the feature store and the prediction log, and score requests."""
@@ -154,6 +164,14 @@ class ScoreService:
         self.prediction_log = PredictionLog(settings, publish_to_kafka=settings.serve_kafka_log)
         self.scorer = Scorer(settings, model=self.model, features=self, prediction_log=self.prediction_log)
         self._key = key_bytes(settings.pseudonym_key.get_secret_value()) if settings.pseudonym_key else b""
+        try:
+            self.features.check()
+        except HealthFlowError as error:
+            # Not fatal: /readyz reports it, and the feature source is opened again on the next request.
+            logger.warning("feature store not usable yet: %s", error.message)
+        # The imports and the model leave millions of long-lived objects. Frozen, they are left out of the
+        # garbage collector's full passes, which otherwise paused every request for up to a few hundred ms.
+        gc.freeze()
         logger.info("ScoreAPI started for model %s@%s", model_name, settings.serve_model_alias)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -99,6 +100,34 @@ def test_expiry_within_leeway_accepted(hs_settings):
     past = datetime.now(UTC) - timedelta(seconds=70)
     token = create_token(hs_settings, subject="a", scopes=["score:read"], ttl_seconds=60, now=past)
     assert TokenVerifier.from_settings(hs_settings).verify(token).subject == "a"
+
+
+def test_cached_token_rejected_after_expiry():
+    settings = _settings(jwt_leeway_seconds=0)
+    verifier = TokenVerifier.from_settings(settings)
+    almost_expired = datetime.now(UTC) - timedelta(seconds=58)
+    token = create_token(settings, subject="a", scopes=["score:read"], ttl_seconds=60, now=almost_expired)
+
+    first = verifier.verify(token)
+    second = verifier.verify(token)
+    time.sleep(max(0.0, (first.expires_at - datetime.now(UTC)).total_seconds()) + 1.1)
+
+    assert second is first  # served from the cache of verified tokens
+    with pytest.raises(TokenError, match="expired"):
+        verifier.verify(token)
+
+
+def test_tampered_copy_of_cached_token_rejected(hs_settings):
+    verifier = TokenVerifier.from_settings(hs_settings)
+    token = create_token(hs_settings, subject="a", scopes=["score:read"], ttl_seconds=300)
+    header, _, signature = token.split(".")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    tampered = ".".join([header, _segment({**claims, "sub": "b"}), signature])
+
+    verifier.verify(token)
+
+    with pytest.raises(TokenError):
+        verifier.verify(tampered)
 
 
 def test_wrong_audience_rejected(hs_settings):
