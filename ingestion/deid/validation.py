@@ -33,7 +33,7 @@ MAX_REPORTED_PROBLEMS = 5
 # Structures remembered per validator. Past the limit the memory starts over.
 MAX_STRUCTURES = 4096
 # Accepted values remembered per element (codes and systems repeat, dates and pseudonyms rarely do).
-MAX_VALUES_PER_ELEMENT = 2048
+MAX_VALUES_PER_ELEMENT = 512
 
 # A string or number value in compact JSON (orjson's output) follows a colon, an opening bracket or a comma,
 # and a comma or a closing bracket follows it. Keys never match, because a colon follows them, and FHIR
