@@ -98,7 +98,7 @@ class ChampionModel:
         """Return (raw margins, SHAP values n x features in log-odds, expected value) in one model pass."""
         pool = self.pool(rows)
         if self.shap_table is not None:
-            # One thread, because a request contains a row or a small batch and the service runs requests side by side.
+            # One CatBoost thread: requests contain one row or a small batch, and run side by side.
             return self.shap_table.explain(self.booster.calc_leaf_indexes(pool, thread_count=1))
 
         # NOTE: CatBoost 1.2.10's ShapValues for Depthwise and Lossguide models do not add up to the raw margin

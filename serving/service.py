@@ -169,8 +169,9 @@ class ScoreService:
         except HealthFlowError as error:
             # Not fatal: /readyz reports it, and the feature source is opened again on the next request.
             logger.warning("feature store not usable yet: %s", error.message)
-        # The imports and the model leave millions of long-lived objects. Frozen, they are left out of the
-        # garbage collector's full passes, which otherwise paused every request for up to a few hundred ms.
+        # The imports, the model and the feature store leave many long-lived objects. Frozen, they are left out
+        # of the garbage collector's full passes: the slowest of 6,000 scores at 200 requests/s fell from 365 ms
+        # to 86 ms in one benchmark run each (2 cores).
         gc.freeze()
         logger.info("ScoreAPI started for model %s@%s", model_name, settings.serve_model_alias)
 

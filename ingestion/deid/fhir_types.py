@@ -62,10 +62,15 @@ def _fields_by_json_name(type_name: str) -> dict[str, Any]:
     return {(field.alias or name): field for name, field in fields.items()}
 
 
+def model_field(type_name: str, element: str) -> Any:
+    """Return the pydantic FieldInfo of ``element`` (its JSON name) in ``type_name``, or None when there is none."""
+    return _fields_by_json_name(type_name).get(element)
+
+
 @cache
 def element_type(parent_type: str, element: str) -> ElementType | None:
     """Return the type of ``element`` inside ``parent_type``, or None when FHIR R4 defines no such element."""
-    field = _fields_by_json_name(parent_type).get(element)
+    field = model_field(parent_type, element)
     if field is None:
         return None
     annotation = item_annotation(field.annotation)

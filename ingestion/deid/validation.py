@@ -26,7 +26,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from healthflow.errors import DeidentificationError
-from ingestion.deid.fhir_types import item_annotation, model_class
+from ingestion.deid.fhir_types import element_type, model_class, model_field
 
 # At most this many problems are named in one error message.
 MAX_REPORTED_PROBLEMS = 5
@@ -99,16 +99,15 @@ class ResourceValidator:
 
     def validate(self, resource: dict[str, Any]) -> None:
         """Raise DeidentificationError when ``resource`` is not valid FHIR R4."""
-        document = orjson.dumps(resource)
-        if self._values_valid(document):
+        structure, values = split_values(orjson.dumps(resource))
+        if self._values_valid(structure, values):
             return
 
         self.full_validations += 1
         validate_resource(resource)
-        self._remember(resource, document)
+        self._remember(resource, structure, values)
 
-    def _values_valid(self, document: bytes) -> bool:
-        structure, values = split_values(document)
+    def _values_valid(self, structure: bytes, values: list[bytes]) -> bool:
         plan = self._plans.get(structure)
         if plan is None or len(values) != len(plan):
             return False
@@ -117,12 +116,11 @@ class ResourceValidator:
                 return False
         return True
 
-    def _remember(self, resource: dict[str, Any], document: bytes) -> None:
+    def _remember(self, resource: dict[str, Any], structure: bytes, values: list[bytes]) -> None:
         """Store the value checks of a structure that has just passed full validation."""
         plan = self._plan(resource)
-        structure, values = split_values(document)
         if plan is not None and len(plan) != len(values):
-            plan = None  # the walk and the text disagree: this structure always gets full validation
+            plan = None  # the walk and the text disagree, so this structure always gets full validation
         with self._lock:
             if len(self._plans) >= MAX_STRUCTURES:
                 self._plans.clear()
@@ -168,29 +166,15 @@ class _NoPlan(Exception):  # noqa: N818 - control flow inside ResourceValidator 
 
 def _child_type(type_name: str, element: str, value: dict[str, Any]) -> str:
     """Return the model name of a complex element's value (the resource type for a contained resource)."""
-    field_info = _model_field(type_name, element)
-    if field_info is None:
+    found = element_type(type_name, element)
+    if found is None or found.is_primitive or not found.name:
         raise _NoPlan
-    item = item_annotation(field_info.annotation)
-    name = getattr(item, "__name__", "")
-    if name.endswith("Type"):
-        name = name[: -len("Type")]
-    if name == "Resource":
-        resource_type = value.get("resourceType")
-        if not isinstance(resource_type, str):
-            raise _NoPlan
-        return resource_type
-    if not name:
+    if found.name != "Resource":
+        return found.name
+    resource_type = value.get("resourceType")
+    if not isinstance(resource_type, str):
         raise _NoPlan
-    return name
-
-
-def _model_field(type_name: str, element: str) -> Any:
-    fields = model_class(type_name).model_fields
-    for name, field_info in fields.items():
-        if (field_info.alias or name) == element:
-            return field_info
-    return None
+    return resource_type
 
 
 def _is_list(annotation: Any) -> bool:
@@ -215,7 +199,7 @@ class ValueCheck:
 
     @classmethod
     def for_element(cls, type_name: str, element: str) -> ValueCheck:
-        field_info = _model_field(type_name, element)
+        field_info = model_field(type_name, element)
         if field_info is None:
             raise _NoPlan
         # The field's own annotation and constraints, so a value is validated as it is inside the model.
