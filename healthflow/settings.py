@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         "", description="Prefix added to every topic name; lets several test runs share one broker."
     )
     kafka_partitions: int = Field(
-        6,
+        12,
         ge=1,
         description="Partitions per topic; events are keyed by patient pseudonym, so this caps parallel consumers.",
     )
