@@ -11,6 +11,8 @@ makes that version champion, starts ``healthflow serve`` on a free loopback port
   leave on a fixed schedule whether or not earlier ones have returned (open loop);
 - batches of 100 patients (``POST /v1/score/batch``) sent one after another;
 - the same model's in-process predict + SHAP time for 1 and 100 rows, and the ratio HTTP p50 / in-process p50;
+- the service's whole scoring path in process (Feast read, model, prediction log), and the ratio HTTP p50 /
+  scoring path p50: what the HTTP layer adds;
 - the resident memory (RSS) of the server's process tree after the runs.
 
 Latency is measured from the moment a request is sent to the moment its response is read, in milliseconds.
@@ -212,6 +214,45 @@ def in_process_times(settings: Any, model_name: str, rows: list[dict[str, Any]])
     return result
 
 
+def in_process_scoring_path(settings: Any, model_name: str, pseudonyms: list[str]) -> dict[str, Any]:
+    """Time the service's whole scoring path in this process, without HTTP, for 1 and 100 patients.
+
+    That is what a request does besides HTTP: the Feast online read, predict + SHAP, calibration, the
+    synchronous prediction log insert and the Kafka score event. The HTTP time divided by this time is the
+    cost of the HTTP layer (uvicorn, Starlette, FastAPI, BentoML and the token check).
+    """
+    from ingestion.featurizer.feast_repo import feast_environment, repo_dir
+    from serving.features import FeastFeatureSource
+    from serving.model_handle import ModelHandle
+    from serving.prediction_log import PredictionLog
+    from serving.requests import ScoreRequest
+    from serving.scoring import Scorer
+
+    model = ModelHandle(tracking_uri=settings.mlflow_tracking_uri, name=model_name, alias="champion", poll_seconds=3600)
+    model.refresh()
+    features = FeastFeatureSource(repo_dir(settings), "readmission_uci_v1", environment=feast_environment(settings))
+    prediction_log = PredictionLog(settings, publish_to_kafka=settings.serve_kafka_log)
+    scorer = Scorer(settings, model=model, features=features, prediction_log=prediction_log)
+    requests = [ScoreRequest(pseudonym=pseudonym) for pseudonym in pseudonyms]
+
+    def timed(batch: list[ScoreRequest]) -> float:
+        started = time.perf_counter()
+        scorer.score(batch, subject="bench")
+        return (time.perf_counter() - started) * 1000
+
+    try:
+        for request in requests[:20]:
+            timed([request])
+        single = [timed([request]) for request in requests[:500]]
+        batches = [
+            timed(requests[start : start + BATCH_SIZE])
+            for start in range(0, min(len(requests), 30 * BATCH_SIZE) - BATCH_SIZE + 1, BATCH_SIZE)
+        ]
+    finally:
+        prediction_log.close()
+    return {"single": percentiles(single), "batch_100": percentiles(batches)}
+
+
 def prepare_uci_champion(settings: Any, uci_zip: Path, model_name: str, workdir: Path) -> dict[str, Any]:
     """Load the UCI set into the bench's own databases and train the real model on it, as a user would.
 
@@ -346,6 +387,14 @@ def main() -> None:
             result["service_rss"] = tree_rss_mb(server_pid) if server_pid else None
             result["load_average_after"] = os.getloadavg()
         result["in_process"] = in_process_times(settings, model_name, online_rows(settings, pseudonyms[:500]))
+        result["in_process_scoring_path"] = in_process_scoring_path(settings, model_name, pseudonyms)
+        path_p50 = result["in_process_scoring_path"]["single"]["p50_ms"]
+        for run in [result["sequential"], *result["single"]]:
+            latency_p50 = run["p50_ms"] if "p50_ms" in run else run["latency"].get("p50_ms", float("nan"))
+            run["ratio_p50_to_scoring_path"] = round(latency_p50 / path_p50, 2)
+        result["batch"]["ratio_p50_to_scoring_path"] = round(
+            result["batch"]["p50_ms"] / result["in_process_scoring_path"]["batch_100"]["p50_ms"], 2
+        )
         in_process_p50 = result["in_process"]["single"]["p50_ms"]
         result["sequential"]["ratio_p50_to_in_process"] = round(result["sequential"]["p50_ms"] / in_process_p50, 2)
         for run in result["single"]:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
 
 from healthflow.errors import InvalidInputError, UnprocessableError
 from healthflow.pseudonym import key_bytes, patient_pseudonym
@@ -22,36 +21,10 @@ from healthflow.settings import Settings
 from serving.features import Entity, FeatureRow, FeatureSource
 from serving.model_handle import ChampionModel, ModelHandle
 from serving.prediction_log import PredictionLog, PredictionRecord
+from serving.requests import ScoreRequest
 
 logger = logging.getLogger(__name__)
 audit_logger = logging.getLogger("healthflow.audit")
-
-# Pseudonyms are 32 hex characters (128 bits of HMAC-SHA256); anything else is a malformed request.
-PSEUDONYM_LENGTH = 32
-
-
-class ScoreRequest(BaseModel):
-    """Score request: exactly one of ``patient_id`` (never stored or logged) or ``pseudonym``; ``stay_id`` optional."""
-
-    patient_id: str | None = Field(
-        None, min_length=1, max_length=200, description="Hospital patient id; pseudonymised on arrival."
-    )
-    pseudonym: str | None = Field(None, min_length=PSEUDONYM_LENGTH, max_length=PSEUDONYM_LENGTH, pattern="^[0-9a-f]+$")
-    stay_id: str | None = Field(
-        None, min_length=1, max_length=200, description="Stay (encounter) id; empty: the latest stay."
-    )
-
-    @model_validator(mode="after")
-    def _one_patient_reference(self) -> ScoreRequest:
-        if (self.patient_id is None) == (self.pseudonym is None):
-            raise ValueError("give exactly one of patient_id or pseudonym")
-        return self
-
-
-class BatchRequest(BaseModel):
-    """Several patients scored in one request; the limit is ``serve_batch_max_patients``."""
-
-    items: list[ScoreRequest] = Field(..., min_length=1)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from healthflow.pseudonym import key_bytes, patient_pseudonym
 from healthflow.settings import get_settings
 from serving.auth import AUDIT_READ, MODEL_READ, SCORE_READ, Principal, TokenError, TokenVerifier, bearer_token
 from serving.features import Entity, FeastFeatureSource, FeatureRow
-from serving.scoring import BatchRequest, ScoreRequest
+from serving.requests import BatchRequest, ScoreRequest
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import numpy as np
@@ -13,7 +16,8 @@ from healthflow.pseudonym import key_bytes, patient_pseudonym
 from healthflow.settings import Settings
 from serving.features import Entity, FeatureRow
 from serving.model_handle import ChampionModel, ModelHandle, ModelIdentity
-from serving.scoring import BatchRequest, Scorer, ScoreRequest
+from serving.requests import BatchRequest, ScoreRequest
+from serving.scoring import Scorer
 from training.calibration import Calibrator
 from training.model import FeatureTypes
 from training.thresholds import RiskThresholds
@@ -191,3 +195,13 @@ def test_freshness_reports_age_in_seconds():
     freshness = row.freshness(datetime(2026, 1, 1, 0, 1, tzinfo=UTC))
     assert freshness["view"]["age_seconds"] == 60.0
     assert freshness["empty"]["age_seconds"] is None
+
+
+def test_service_definition_import_stays_light() -> None:
+    # BentoML's serving process imports the service module only for its configuration. The scoring stack
+    # (numpy, pandas, pyarrow, CatBoost) belongs in the workers, where ScoreService.__init__ imports it.
+    code = "import sys, serving.service; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    loaded = set(ast.literal_eval(completed.stdout.strip()))
+    assert not loaded & {"pandas", "pyarrow", "catboost", "numpy", "feast", "mlflow"}
