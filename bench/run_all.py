@@ -56,6 +56,10 @@ def flatten(prefix: str, value: object, rows: list[tuple[str, str]]) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             flatten(f"{prefix}.{key}" if prefix else str(key), item, rows)
+    elif isinstance(value, list):
+        # Runs of one stage, such as the serving benchmark's request rates, are numbered in order.
+        for index, item in enumerate(value):
+            flatten(f"{prefix}[{index}]", item, rows)
     elif isinstance(value, bool):
         return
     elif isinstance(value, int | float):
