@@ -1,7 +1,7 @@
-"""The request bodies of the scoring routes.
+"""Request bodies of the scoring routes.
 
 They live apart from ``serving.scoring`` so that importing the service definition stays light. BentoML's
-serving process imports it only to read the service's configuration, and the scoring code would bring in
+supervisor process imports it only to read the service's configuration, and the scoring code would bring in
 numpy, pandas and pyarrow (about 90 MB) that this process never uses.
 """
 

@@ -198,7 +198,7 @@ def test_freshness_reports_age_in_seconds():
 
 
 def test_service_definition_import_stays_light() -> None:
-    # BentoML's serving process imports the service module only for its configuration. The scoring stack
+    # BentoML's supervisor process imports the service module only for its configuration. The scoring stack
     # (numpy, pandas, pyarrow, CatBoost) belongs in the workers, where ScoreService.__init__ imports it.
     code = "import sys, serving.service; print(sorted({m.split('.')[0] for m in sys.modules}))"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
